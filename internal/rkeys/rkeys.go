@@ -67,6 +67,10 @@ func Target(addr string) string { return prefix + "target:" + Norm(addr) }
 // until it is resumed; costs nothing while it waits.
 func Held(addr string) string { return prefix + "held:" + Norm(addr) }
 
+// PauseUntil (sorted set: address → unix seconds) lists targets paused for a
+// cool-down that ends by itself; never expires, members removed on resume.
+const PauseUntil = prefix + "pause-until"
+
 // SoftBounces (sorted set: bounce id → unix seconds) counts soft bounces of a
 // target within the configured window.
 func SoftBounces(addr string) string { return prefix + "softbounces:" + Norm(addr) }
