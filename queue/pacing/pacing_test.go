@@ -1,0 +1,580 @@
+package pacing
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/petitiond/petitiond/internal/rkeys"
+	"github.com/petitiond/petitiond/internal/testredis"
+)
+
+// maxInWindow returns the largest number of times that fall in one closed
+// window of length per.
+func maxInWindow(times []time.Time, per time.Duration) int {
+	ts := append([]time.Time(nil), times...)
+	sort.Slice(ts, func(i, j int) bool { return ts[i].Before(ts[j]) })
+	best, j := 0, 0
+	for i := range ts {
+		for j < len(ts) && !ts[j].After(ts[i].Add(per)) {
+			j++
+		}
+		if j-i > best {
+			best = j - i
+		}
+	}
+	return best
+}
+
+// minGap returns the smallest gap between two of times (a very large value
+// when there are fewer than two).
+func minGap(times []time.Time) time.Duration {
+	ts := append([]time.Time(nil), times...)
+	sort.Slice(ts, func(i, j int) bool { return ts[i].Before(ts[j]) })
+	gap := time.Duration(1<<63 - 1)
+	for i := 1; i < len(ts); i++ {
+		if d := ts[i].Sub(ts[i-1]); d < gap {
+			gap = d
+		}
+	}
+	return gap
+}
+
+// assertPaced fails unless times honour limit: at least one interval apart,
+// and never more than N+1 in any window of length Per.
+func assertPaced(t *testing.T, limit Limit, times []time.Time) {
+	t.Helper()
+	if g := minGap(times); g < limit.Rate.Interval() {
+		t.Errorf("%s at %s: two sends %v apart, want at least %v", limit.Key, limit.Rate, g, limit.Rate.Interval())
+	}
+	if n := maxInWindow(times, limit.Rate.Per); n > limit.Rate.N+1 {
+		t.Errorf("%s at %s: %d sends in one window, want at most %d", limit.Key, limit.Rate, n, limit.Rate.N+1)
+	}
+}
+
+func TestWindowHelpers(t *testing.T) {
+	base := time.Unix(1_700_000_000, 0)
+	spaced := func(n int, gap time.Duration) []time.Time {
+		out := make([]time.Time, n)
+		for i := range out {
+			out[i] = base.Add(time.Duration(i) * gap)
+		}
+		return out
+	}
+	tests := []struct {
+		name    string
+		times   []time.Time
+		per     time.Duration
+		wantMax int
+		wantGap time.Duration
+	}{
+		{"exact spacing fits N+1 in a closed window", spaced(30, 100*time.Millisecond), time.Second, 11, 100 * time.Millisecond},
+		{"too dense is caught", spaced(30, 90*time.Millisecond), time.Second, 12, 90 * time.Millisecond},
+		{"burst", append(spaced(5, 0), base.Add(time.Hour)), time.Second, 5, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := maxInWindow(tt.times, tt.per); got != tt.wantMax {
+				t.Errorf("maxInWindow = %d, want %d", got, tt.wantMax)
+			}
+			if got := minGap(tt.times); got != tt.wantGap {
+				t.Errorf("minGap = %v, want %v", got, tt.wantGap)
+			}
+		})
+	}
+}
+
+func redisNow(t *testing.T, rdb redis.UniversalClient) time.Time {
+	t.Helper()
+	now, err := rdb.Time(context.Background()).Result()
+	if err != nil {
+		t.Fatalf("redis TIME: %v", err)
+	}
+	return now
+}
+
+func TestReserveSpacing(t *testing.T) {
+	ctx := context.Background()
+	rdb := testredis.Start(t).Client(t)
+	l := New(rdb)
+	lim := []Limit{{Key: rkeys.PaceAddress("press@mfa.example"), Rate: MustParseRate("10/s")}}
+
+	before := redisNow(t, rdb)
+	slots := make([]time.Time, 100)
+	for i := range slots {
+		s, err := l.Reserve(ctx, lim, time.Time{})
+		if err != nil {
+			t.Fatalf("reserve %d: %v", i, err)
+		}
+		slots[i] = s
+	}
+	after := redisNow(t, rdb)
+	if slots[0].Before(before) || slots[0].After(after) {
+		t.Errorf("first slot %v outside Redis now [%v, %v]", slots[0], before, after)
+	}
+	for i := 1; i < len(slots); i++ {
+		if d := slots[i].Sub(slots[i-1]); d != 100*time.Millisecond {
+			t.Fatalf("slot %d is %v after slot %d, want 100ms", i, d, i-1)
+		}
+	}
+}
+
+// shape is the acceptance scenario: 6 addresses on 2 domains under
+// address 10/s, domain 30/s and global 50/s.
+type shape struct {
+	addrs   []string
+	domains []string
+}
+
+func newShape() shape {
+	var s shape
+	s.domains = []string{"mfa.example", "kz-geneva.example"}
+	for i := 0; i < 6; i++ {
+		s.addrs = append(s.addrs, fmt.Sprintf("t%d@%s", i, s.domains[i%2]))
+	}
+	return s
+}
+
+func (s shape) limits(i int) []Limit {
+	return []Limit{
+		{Key: rkeys.PaceAddress(s.addrs[i%6]), Rate: MustParseRate("10/s")},
+		{Key: rkeys.PaceDomain(s.domains[i%2]), Rate: MustParseRate("30/s")},
+		{Key: rkeys.PaceGlobal, Rate: MustParseRate("50/s")},
+	}
+}
+
+// booked gathers booked times per limit key, safe for concurrent use.
+type booked struct {
+	mu     sync.Mutex
+	limits map[string]Limit
+	times  map[string][]time.Time
+	all    []time.Time
+}
+
+func newBooked() *booked {
+	return &booked{limits: map[string]Limit{}, times: map[string][]time.Time{}}
+}
+
+func (b *booked) add(limits []Limit, at time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, l := range limits {
+		b.limits[l.Key] = l
+		b.times[l.Key] = append(b.times[l.Key], at)
+	}
+	b.all = append(b.all, at)
+}
+
+func (b *booked) assertPaced(t *testing.T) {
+	t.Helper()
+	if len(b.limits) == 0 {
+		t.Fatal("nothing booked")
+	}
+	for k, l := range b.limits {
+		assertPaced(t, l, b.times[k])
+	}
+}
+
+func (b *booked) assertDistinct(t *testing.T) {
+	t.Helper()
+	seen := map[time.Time]bool{}
+	for _, at := range b.all {
+		if seen[at] {
+			t.Errorf("two sends booked at the same time %v", at)
+		}
+		seen[at] = true
+	}
+}
+
+func TestReserveHonoursEveryLimit(t *testing.T) {
+	ctx := context.Background()
+	rdb := testredis.Start(t).Client(t)
+	l := New(rdb)
+	s := newShape()
+	b := newBooked()
+	const n = 600
+	var first, last time.Time
+	for i := 0; i < n; i++ {
+		lims := s.limits(i)
+		slot, err := l.Reserve(ctx, lims, time.Time{})
+		if err != nil {
+			t.Fatalf("reserve %d: %v", i, err)
+		}
+		if i == 0 {
+			first = slot
+		}
+		last = slot
+		b.add(lims, slot)
+	}
+	b.assertPaced(t)
+	b.assertDistinct(t)
+	// The global limit binds here (6×10/s and 2×30/s both exceed 50/s), so
+	// the schedule should be packed at the global rate, not stretched.
+	if span, want := last.Sub(first), (n-1)*20*time.Millisecond; span != want {
+		t.Errorf("%d slots span %v, want %v (global 50/s)", n, span, want)
+	}
+}
+
+func TestReserveNotBefore(t *testing.T) {
+	ctx := context.Background()
+	rdb := testredis.Start(t).Client(t)
+	l := New(rdb)
+	now := redisNow(t, rdb)
+	tests := []struct {
+		name string
+		// prior reservations on the key before the one under test
+		prior     int
+		notBefore time.Time
+		// want is the expected slot; zero means "Redis now at the call".
+		want func(priorLast time.Time) time.Time
+	}{
+		{"zero means now", 0, time.Time{}, nil},
+		{"past means now", 0, now.Add(-time.Hour), nil},
+		{"future is honoured", 0, now.Add(time.Hour), func(time.Time) time.Time { return now.Add(time.Hour) }},
+		{"future to the microsecond", 0, now.Add(time.Hour + 1500*time.Nanosecond), func(time.Time) time.Time {
+			return now.Add(time.Hour + time.Microsecond)
+		}},
+		{"a later free slot wins over notBefore", 5, now.Add(time.Second), func(p time.Time) time.Time { return p.Add(time.Second) }},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			lim := []Limit{{Key: rkeys.PaceAddress(fmt.Sprintf("nb%d@x.example", i)), Rate: MustParseRate("1/s")}}
+			var priorLast time.Time
+			for j := 0; j < tt.prior; j++ {
+				s, err := l.Reserve(ctx, lim, time.Time{})
+				if err != nil {
+					t.Fatalf("prior reserve: %v", err)
+				}
+				priorLast = s
+			}
+			before := redisNow(t, rdb)
+			slot, err := l.Reserve(ctx, lim, tt.notBefore)
+			if err != nil {
+				t.Fatalf("reserve: %v", err)
+			}
+			after := redisNow(t, rdb)
+			if tt.want == nil {
+				if slot.Before(before) || slot.After(after) {
+					t.Fatalf("slot %v outside Redis now [%v, %v]", slot, before, after)
+				}
+				return
+			}
+			if want := tt.want(priorLast); !slot.Equal(want) {
+				t.Fatalf("slot %v, want %v", slot, want)
+			}
+		})
+	}
+}
+
+func TestAcquireConcurrent(t *testing.T) {
+	srv := testredis.Start(t)
+	s := newShape()
+	b := newBooked()
+	const workers, total = 8, 300
+	jobs := make(chan int, total)
+	for i := 0; i < total; i++ {
+		jobs <- i
+	}
+	close(jobs)
+	start := make(chan struct{})
+	errs := make(chan error, workers)
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		l := New(srv.Client(t))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			for i := range jobs {
+				lims := s.limits(i)
+				at, ok, err := l.Acquire(context.Background(), lims, time.Hour)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if !ok {
+					errs <- fmt.Errorf("acquire %d not booked (at %v) despite a one-hour maxWait", i, at)
+					return
+				}
+				b.add(lims, at)
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if len(b.all) != total {
+		t.Fatalf("booked %d sends, want %d", len(b.all), total)
+	}
+	b.assertPaced(t)
+	b.assertDistinct(t)
+}
+
+func TestAcquireTooLongWait(t *testing.T) {
+	ctx := context.Background()
+	rdb := testredis.Start(t).Client(t)
+	l := New(rdb)
+	tests := []struct {
+		name       string
+		rate       string
+		maxWait    time.Duration
+		wantBooked bool
+	}{
+		{"wait longer than maxWait is refused", "1/h", time.Second, false},
+		{"zero maxWait refuses any wait", "1/m", 0, false},
+		{"negative maxWait is zero", "1/m", -time.Hour, false},
+		{"wait within maxWait is booked", "10/s", time.Second, true},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			key := rkeys.PaceAddress(fmt.Sprintf("wait%d@x.example", i))
+			lim := []Limit{{Key: key, Rate: MustParseRate(tt.rate)}}
+			first, ok, err := l.Acquire(ctx, lim, 0)
+			if err != nil || !ok {
+				t.Fatalf("first acquire on a free key = %v, %v, %v; want booked", first, ok, err)
+			}
+			want := first.Add(lim[0].Rate.Interval())
+			at, ok, err := l.Acquire(ctx, lim, tt.maxWait)
+			if err != nil {
+				t.Fatalf("second acquire: %v", err)
+			}
+			if ok != tt.wantBooked || !at.Equal(want) {
+				t.Fatalf("second acquire = %v, %v; want %v, %v", at, ok, want, tt.wantBooked)
+			}
+			if tt.wantBooked {
+				return
+			}
+			// Nothing was recorded, so asking again gives the same time.
+			again, ok, err := l.Acquire(ctx, lim, tt.maxWait)
+			if err != nil || ok || !again.Equal(want) {
+				t.Fatalf("third acquire = %v, %v, %v; want %v, false", again, ok, err, want)
+			}
+			last, err := rdb.HGet(ctx, key, "last").Int64()
+			if err != nil || last != first.UnixMicro() {
+				t.Fatalf("last = %d, %v; want %d (unchanged)", last, err, first.UnixMicro())
+			}
+		})
+	}
+}
+
+// TestScheduleAndSendsApart checks that Reserve and Acquire keep separate
+// books: a long schedule does not delay a send that is due now.
+func TestScheduleAndSendsApart(t *testing.T) {
+	ctx := context.Background()
+	rdb := testredis.Start(t).Client(t)
+	l := New(rdb)
+	lim := []Limit{{Key: rkeys.PaceAddress("apart@x.example"), Rate: MustParseRate("1/s")}}
+	for i := 0; i < 10; i++ {
+		if _, err := l.Reserve(ctx, lim, time.Time{}); err != nil {
+			t.Fatalf("reserve: %v", err)
+		}
+	}
+	before := redisNow(t, rdb)
+	at, ok, err := l.Acquire(ctx, lim, 0)
+	if err != nil || !ok {
+		t.Fatalf("acquire = %v, %v, %v; want booked now", at, ok, err)
+	}
+	if at.Before(before) || at.After(redisNow(t, rdb)) {
+		t.Fatalf("acquire booked %v, want Redis now (from %v)", at, before)
+	}
+	slot, err := l.Reserve(ctx, lim, time.Time{})
+	if err != nil {
+		t.Fatalf("reserve: %v", err)
+	}
+	if d := slot.Sub(before); d < 9*time.Second {
+		t.Fatalf("11th slot only %v ahead; the send must not have moved the schedule back", d)
+	}
+}
+
+func TestBacklog(t *testing.T) {
+	ctx := context.Background()
+	rdb := testredis.Start(t).Client(t)
+	l := New(rdb)
+	busy := rkeys.PaceAddress("busy@x.example")
+	idle := rkeys.PaceAddress("idle@x.example")
+	lim := []Limit{{Key: busy, Rate: MustParseRate("10/s")}}
+	var last time.Time
+	for i := 0; i < 50; i++ {
+		s, err := l.Reserve(ctx, lim, time.Time{})
+		if err != nil {
+			t.Fatalf("reserve: %v", err)
+		}
+		last = s
+	}
+	tat := last.Add(100 * time.Millisecond)
+
+	before := redisNow(t, rdb)
+	got, err := l.Backlog(ctx, busy, idle)
+	if err != nil {
+		t.Fatalf("backlog: %v", err)
+	}
+	after := redisNow(t, rdb)
+	if b := got[busy]; b > tat.Sub(before) || b < tat.Sub(after) {
+		t.Errorf("backlog of busy key = %v, want between %v and %v", b, tat.Sub(after), tat.Sub(before))
+	}
+	if b, ok := got[idle]; !ok || b != 0 {
+		t.Errorf("backlog of idle key = %v, %v; want 0, present", b, ok)
+	}
+
+	if err := l.Forget(ctx, busy); err != nil {
+		t.Fatalf("forget: %v", err)
+	}
+	got, err = l.Backlog(ctx, busy)
+	if err != nil || got[busy] != 0 {
+		t.Fatalf("backlog after forget = %v, %v; want 0", got, err)
+	}
+	if n, err := rdb.Exists(ctx, busy).Result(); err != nil || n != 0 {
+		t.Fatalf("key still exists after forget: %d, %v", n, err)
+	}
+}
+
+func TestKeysExpire(t *testing.T) {
+	ctx := context.Background()
+	rdb := testredis.Start(t).Client(t)
+	l := New(rdb)
+	grace := keyGraceMillis * time.Millisecond
+	tests := []struct {
+		name string
+		rate string
+		// reserves and acquires are run in that order on a fresh key.
+		reserves, acquires int
+		// the key must live at least min and at most min+grace (+1s slack).
+		min time.Duration
+	}{
+		{"reserve keeps the key until its next free slot", "1/h", 1, 0, time.Hour},
+		{"acquire keeps the key one interval past the send", "1/m", 0, 1, time.Minute},
+		{"acquire does not cut short the schedule", "1/s", 100, 1, 100 * time.Second},
+		{"reserve does not cut short the sends", "1/m", 1, 3, 3 * time.Minute},
+		{"a fast key goes soon", "100/s", 1, 0, 10 * time.Millisecond},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			key := rkeys.PaceAddress(fmt.Sprintf("ttl%d@x.example", i))
+			lim := []Limit{{Key: key, Rate: MustParseRate(tt.rate)}}
+			for j := 0; j < tt.reserves; j++ {
+				if _, err := l.Reserve(ctx, lim, time.Time{}); err != nil {
+					t.Fatalf("reserve: %v", err)
+				}
+			}
+			for j := 0; j < tt.acquires; j++ {
+				if _, _, err := l.Acquire(ctx, lim, time.Hour); err != nil {
+					t.Fatalf("acquire: %v", err)
+				}
+			}
+			ttl, err := rdb.PTTL(ctx, key).Result()
+			if err != nil {
+				t.Fatalf("pttl: %v", err)
+			}
+			// A small allowance for the time the calls above took.
+			lo, hi := tt.min+grace-time.Second, tt.min+grace+time.Second
+			if ttl < lo || ttl > hi {
+				t.Fatalf("ttl = %v, want between %v and %v", ttl, lo, hi)
+			}
+		})
+	}
+}
+
+// TestTwoProcesses models two daemon instances: two Limiters on two
+// connections, booking on the same keys at the same time.
+func TestTwoProcesses(t *testing.T) {
+	srv := testredis.Start(t)
+	s := newShape()
+	reserved, acquired := newBooked(), newBooked()
+	start := make(chan struct{})
+	errs := make(chan error, 2)
+	var wg sync.WaitGroup
+	for p := 0; p < 2; p++ {
+		l := New(srv.Client(t))
+		wg.Add(1)
+		go func(p int) {
+			defer wg.Done()
+			<-start
+			ctx := context.Background()
+			for i := p; i < 200; i += 2 {
+				lims := s.limits(i)
+				slot, err := l.Reserve(ctx, lims, time.Time{})
+				if err != nil {
+					errs <- err
+					return
+				}
+				reserved.add(lims, slot)
+				at, ok, err := l.Acquire(ctx, lims, time.Hour)
+				if err != nil || !ok {
+					errs <- fmt.Errorf("acquire = %v, %v, %v", at, ok, err)
+					return
+				}
+				acquired.add(lims, at)
+			}
+		}(p)
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	for _, b := range []*booked{reserved, acquired} {
+		if len(b.all) != 200 {
+			t.Fatalf("booked %d, want 200", len(b.all))
+		}
+		b.assertPaced(t)
+		b.assertDistinct(t)
+	}
+}
+
+func TestInvalidLimits(t *testing.T) {
+	ctx := context.Background()
+	rdb := testredis.Start(t).Client(t)
+	l := New(rdb)
+	tests := []struct {
+		name   string
+		limits []Limit
+	}{
+		{"empty key", []Limit{{Key: "", Rate: MustParseRate("1/s")}}},
+		{"zero rate", []Limit{{Key: rkeys.PaceGlobal}}},
+		{"negative period", []Limit{{Key: rkeys.PaceGlobal, Rate: Rate{N: 1, Per: -time.Second}}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := l.Reserve(ctx, tt.limits, time.Time{}); err == nil {
+				t.Error("Reserve accepted an invalid limit")
+			}
+			if _, _, err := l.Acquire(ctx, tt.limits, time.Hour); err == nil {
+				t.Error("Acquire accepted an invalid limit")
+			}
+		})
+	}
+	if n, err := rdb.DBSize(ctx).Result(); err != nil || n != 0 {
+		t.Fatalf("invalid limits wrote %d keys (%v)", n, err)
+	}
+}
+
+// TestRepeatedKeyTakesSlowestRate guards the merge of repeated keys: a
+// per-domain override and the default on the same key must not let the
+// faster one win.
+func TestRepeatedKeyTakesSlowestRate(t *testing.T) {
+	ctx := context.Background()
+	rdb := testredis.Start(t).Client(t)
+	l := New(rdb)
+	key := rkeys.PaceDomain("gmail.com")
+	lims := []Limit{{Key: key, Rate: MustParseRate("100/s")}, {Key: key, Rate: MustParseRate("1/s")}, {Key: key, Rate: MustParseRate("10/s")}}
+	a, err := l.Reserve(ctx, lims, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := l.Reserve(ctx, lims, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := b.Sub(a); d != time.Second {
+		t.Fatalf("slots %v apart, want 1s", d)
+	}
+}
