@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -576,5 +577,63 @@ func TestRepeatedKeyTakesSlowestRate(t *testing.T) {
 	}
 	if d := b.Sub(a); d != time.Second {
 		t.Fatalf("slots %v apart, want 1s", d)
+	}
+}
+
+// TestOneRoundTripPerCall counts the commands Redis sees: once the scripts
+// are loaded, each call is exactly one EVALSHA, which keeps a large backlog
+// cheap for Redis.
+func TestOneRoundTripPerCall(t *testing.T) {
+	ctx := context.Background()
+	rdb := testredis.Start(t).Client(t)
+	l := New(rdb)
+	s := newShape()
+	const calls = 10
+	ops := []func() error{
+		func() error { _, err := l.Reserve(ctx, s.limits(0), time.Time{}); return err },
+		func() error { _, _, err := l.Acquire(ctx, s.limits(0), time.Hour); return err },
+		func() error { _, err := l.Backlog(ctx, rkeys.PaceGlobal, rkeys.PaceAddress(s.addrs[0])); return err },
+	}
+	for _, op := range ops { // load the scripts
+		if err := op(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := rdb.ConfigResetStat(ctx).Err(); err != nil {
+		t.Fatalf("config resetstat: %v", err)
+	}
+	for i := 0; i < calls; i++ {
+		for _, op := range ops {
+			if err := op(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	info, err := rdb.Info(ctx, "commandstats").Result()
+	if err != nil {
+		t.Fatalf("info: %v", err)
+	}
+	got := map[string]int{}
+	for _, line := range strings.Split(info, "\n") {
+		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok || !strings.HasPrefix(name, "cmdstat_") {
+			continue
+		}
+		var n int
+		if _, err := fmt.Sscanf(rest, "calls=%d", &n); err != nil {
+			t.Fatalf("parse %q: %v", line, err)
+		}
+		got[strings.TrimPrefix(name, "cmdstat_")] = n
+	}
+	if got["evalsha"] != calls*len(ops) {
+		t.Errorf("EVALSHA calls = %d, want %d (one per call): %v", got["evalsha"], calls*len(ops), got)
+	}
+	// Redis counts the commands a script runs too; anything outside them
+	// would be an extra round trip.
+	inScript := map[string]bool{"evalsha": true, "time": true, "hget": true, "hmget": true, "hset": true, "pexpire": true, "config|resetstat": true}
+	for name, n := range got {
+		if !inScript[name] {
+			t.Errorf("unexpected command %s called %d times", name, n)
+		}
 	}
 }
