@@ -54,7 +54,11 @@ type Limits struct {
 
 // Campaign is a campaign definition as applied from YAML.
 type Campaign struct {
-	ID       string `yaml:"id" json:"id"`
+	ID string `yaml:"id" json:"id"`
+	// Status in a definition file may be left out: a new campaign then
+	// opens, and a re-applied one keeps the status it has (so re-applying a
+	// file to fix a typo does not reopen a campaign an operator closed).
+	// Campaigns returned by the Store always carry their current status.
 	Status   Status `yaml:"status" json:"status"`
 	FromName string `yaml:"from_name" json:"from_name"`
 	// Subject and Body map a locale ("en", "tl", "ru") to a text/template.
@@ -65,6 +69,10 @@ type Campaign struct {
 	DefaultLocale string   `yaml:"default_locale,omitempty" json:"default_locale,omitempty"`
 	Targets       []Target `yaml:"targets" json:"targets"`
 	Limits        Limits   `yaml:"limits,omitempty" json:"limits,omitempty"`
+
+	// compiled holds the parsed templates once Parse or the Store has
+	// checked them; nil for a Campaign built by hand.
+	compiled *compiled
 }
 
 // Letter is one rendered message text, ready to be composed into mail.
