@@ -1,0 +1,290 @@
+package bounce
+
+import (
+	"strings"
+)
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+
+// findStatus returns the first RFC 3463 code ("5.1.1") in s. It is a hand
+// scanner rather than a regexp because IP addresses and version numbers
+// look alike: the code must not be part of a longer dotted number.
+func findStatus(s string) string {
+	for i := 0; i+4 < len(s); i++ {
+		c := s[i]
+		if c != '2' && c != '4' && c != '5' {
+			continue
+		}
+		if i > 0 && (isDigit(s[i-1]) || s[i-1] == '.' || isLetter(s[i-1])) {
+			continue
+		}
+		if s[i+1] != '.' {
+			continue
+		}
+		j := i + 2
+		k := j
+		for k < len(s) && isDigit(s[k]) && k-j < 3 {
+			k++
+		}
+		if k == j || k >= len(s) || s[k] != '.' {
+			continue
+		}
+		l := k + 1
+		m := l
+		for m < len(s) && isDigit(s[m]) && m-l < 3 {
+			m++
+		}
+		if m == l {
+			continue
+		}
+		if m < len(s) && (isDigit(s[m]) || (s[m] == '.' && m+1 < len(s) && isDigit(s[m+1])) || isLetter(s[m])) {
+			continue
+		}
+		return s[i:m]
+	}
+	return ""
+}
+
+func isLetter(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
+
+// findReplyCode returns the first SMTP reply code (4xx or 5xx) that stands
+// alone in s, as in "550 5.1.1", "550-", "said: 554" or "(550)".
+func findReplyCode(s string) string {
+	for i := 0; i+2 < len(s); i++ {
+		c := s[i]
+		if c != '4' && c != '5' {
+			continue
+		}
+		if !isDigit(s[i+1]) || !isDigit(s[i+2]) || s[i+1] > '5' {
+			continue
+		}
+		if i > 0 {
+			p := s[i-1]
+			if isDigit(p) || isLetter(p) || p == '.' || p == ':' && i > 1 && isDigit(s[i-2]) || p == '-' || p == '/' || p == '_' || p == '+' || p == '#' {
+				continue
+			}
+		}
+		e := i + 3
+		if e < len(s) {
+			n := s[e]
+			if n != ' ' && n != '-' && n != '\t' && n != '\n' && n != ')' && n != ']' && n != ',' && n != ':' {
+				continue
+			}
+			if n == '-' && e+1 < len(s) && isDigit(s[e+1]) {
+				continue
+			}
+			if n == ':' && e+1 < len(s) && isDigit(s[e+1]) {
+				continue
+			}
+		}
+		return s[i:e]
+	}
+	return ""
+}
+
+// statusClass returns the first digit of a status or reply code.
+func statusClass(s string) byte {
+	if s == "" {
+		return 0
+	}
+	return s[0]
+}
+
+// matchRule returns the first rule matching the lower-cased text, skipping
+// weak rules unless allowWeak.
+func matchRule(lower string, allowWeak bool) *rule {
+	if lower == "" {
+		return nil
+	}
+	for i := range rules {
+		if rules[i].weak && !allowWeak {
+			continue
+		}
+		if rules[i].re.MatchString(lower) {
+			return &rules[i]
+		}
+	}
+	return nil
+}
+
+// reasonForStatus maps an RFC 3463 code to a reason; "" for codes that say
+// nothing specific (X.0.0).
+func reasonForStatus(st string) string {
+	if len(st) < 5 {
+		return ""
+	}
+	rest := st[2:]
+	if r, ok := statusReasons[rest]; ok {
+		return r
+	}
+	if rest[0] == '0' || len(rest) > 1 && rest[1] != '.' {
+		return ""
+	}
+	// Subjects alone are vague; only use them for the unambiguous ones.
+	switch rest[0] {
+	case '1', '2', '4':
+		return subjectReasons[rest[0]]
+	}
+	return ""
+}
+
+// classifyInput is what is known about one recipient before classifying.
+type classifyInput struct {
+	status  string // from the report, may be empty or unparsed
+	action  string // from the report, may be empty
+	diag    string // the recipient's own diagnostic text
+	context string // the wider notice, consulted when diag says nothing
+	temp    bool   // the notice says the failure is temporary (a warning)
+}
+
+// classify fills Status, Action, Reason and Hard of rc.
+func classify(rc *Recipient, in classifyInput) {
+	st := findStatus(in.status)
+	diagLower := strings.ToLower(in.diag)
+	ds := findStatus(in.diag)
+	code := findReplyCode(in.diag)
+	if ds != "" && (st == "" || isGeneric(st) && ds[0] == st[0]) {
+		st = ds
+	}
+	ctxLower := ""
+	if in.context != "" && in.context != in.diag {
+		ctxLower = strings.ToLower(in.context)
+	}
+	if code == "" && st == "" && ctxLower != "" {
+		code = findReplyCode(in.context)
+		if s := findStatus(in.context); s != "" {
+			st = s
+		}
+	}
+
+	action := strings.ToLower(in.action)
+	class := statusClass(st)
+	if class == 0 {
+		class = statusClass(code)
+	}
+	if class == 0 {
+		switch {
+		case action == "delayed" || in.temp:
+			class = '4'
+		case action == "delivered" || action == "relayed" || action == "expanded":
+			class = '2'
+		}
+	}
+
+	reason := ""
+	var ru *rule
+	if class != '2' {
+		ru = matchRule(diagLower, false)
+		if ru != nil {
+			reason = ru.reason
+		}
+		if reason == "" {
+			reason = reasonForStatus(st)
+		}
+		if reason == "" {
+			if ru = matchRule(diagLower, true); ru != nil {
+				reason = ru.reason
+			}
+		}
+		if reason == "" && ctxLower != "" {
+			if ru = matchRule(ctxLower, true); ru != nil {
+				reason = ru.reason
+			}
+		}
+	}
+	if class == 0 {
+		class = '5'
+		if ru != nil && ru.reason == "delayed" {
+			class = '4'
+		}
+	}
+	if st == "" {
+		switch {
+		case class == '2':
+			st = "2.0.0"
+		case ru != nil && ru.status != "":
+			st = string(class) + ru.status[1:]
+		default:
+			st = string(class) + ".0.0"
+		}
+	} else if st[0] != class && class != 0 && statusClass(st) == 0 {
+		st = string(class) + st[1:]
+	}
+
+	if action == "" {
+		switch {
+		case class == '2':
+			action = "delivered"
+		case class == '4' && in.temp:
+			action = "delayed"
+		default:
+			action = "failed"
+		}
+	}
+	switch {
+	case action == "delivered" || action == "relayed" || action == "expanded":
+		reason = "delivered"
+	case action == "delayed":
+		// A warning is not a verdict: keep reasons that call for a pause,
+		// everything else is just a delay.
+		switch reason {
+		case "blocked", "spamdetected", "policyviolation", "securityerror", "rejected", "toomanyconn", "filtered", "mailboxfull":
+		default:
+			reason = "delayed"
+		}
+	case reason == "":
+		reason = "undefined"
+	case reason == "delayed":
+		// A failure that was a delay in the end has expired.
+		reason = "expired"
+	}
+	rc.Status = st
+	rc.Action = action
+	rc.Reason = reason
+	rc.Hard = st[0] == '5' && action == "failed" && isDeadReason(reason)
+}
+
+func isGeneric(st string) bool {
+	return strings.HasSuffix(st, ".0.0") || strings.HasPrefix(st[1:], ".0.")
+}
+
+// isDeadReason tells whether a reason means the address can not receive
+// mail at all, as opposed to refusing this message or this sender.
+func isDeadReason(reason string) bool {
+	switch reason {
+	case "userunknown", "hostunknown", "hasmoved", "notaccept":
+		return true
+	}
+	return false
+}
+
+// kindOf decides the kind of a report from its recipients.
+func kindOf(recips []Recipient) Kind {
+	if len(recips) == 0 {
+		return KindNone
+	}
+	failed, delayed := 0, 0
+	hard := false
+	for _, rc := range recips {
+		switch rc.Action {
+		case "delivered", "relayed", "expanded":
+			continue
+		case "delayed":
+			delayed++
+			continue
+		}
+		failed++
+		if rc.Hard {
+			hard = true
+		}
+	}
+	switch {
+	case hard:
+		return KindHard
+	case failed > 0:
+		return KindSoft
+	case delayed > 0:
+		return KindDelayed
+	}
+	return KindNone
+}

@@ -1,0 +1,310 @@
+package bounce
+
+import (
+	"net/textproto"
+	"strings"
+)
+
+// analyse fills res from the message structure. The order matters: a
+// feedback report or a machine-readable DSN is trusted over prose, and
+// prose is only read as a bounce when the message looks like one, since
+// every auto-reply and mailing-list notice also carries addresses.
+func (m *message) analyse(res *Result) {
+	h := &m.top
+	res.MessageID = strings.Trim(h.get("message-id"), "<> ")
+	res.From = decodeWords(h.get("from"))
+	res.Subject = decodeWords(h.get("subject"))
+	m.correlation(res)
+
+	notice := m.noticeText()
+	exclude := m.senderAddresses()
+
+	switch {
+	case len(m.feedback) > 0 || m.reportType == "feedback-report":
+		m.complaint(res)
+	case m.fromSES(res, notice):
+	case m.fromDSN(res, notice, exclude):
+	case m.looksLikeBounce(notice) && m.fromText(res, notice, exclude):
+	case m.isAutoReply():
+		res.Kind = KindAutoreply
+		if a := firstAddress(res.From); a != "" {
+			res.Recipients = []Recipient{{Address: a, Reason: "vacation"}}
+		}
+	}
+	if res.Kind == "" {
+		res.Kind = KindNone
+	}
+	if res.Recipients == nil {
+		res.Recipients = []Recipient{}
+	}
+	res.IsBounce = res.Kind == KindHard || res.Kind == KindSoft || res.Kind == KindDelayed
+}
+
+// correlation collects the identifiers that tie a report to a delivery.
+func (m *message) correlation(res *Result) {
+	h := &m.top
+	seen := map[string]bool{}
+	add := func(v string) {
+		for _, a := range allAddresses(v) {
+			if k := strings.ToLower(a); !seen[k] {
+				seen[k] = true
+				res.CandidateAddresses = append(res.CandidateAddresses, a)
+			}
+		}
+	}
+	for _, k := range [...]string{"delivered-to", "x-original-to", "envelope-to", "to"} {
+		for _, v := range h.all(k) {
+			add(v)
+		}
+	}
+	if rh := m.returned; rh != nil {
+		add(rh.get("return-path"))
+		add(rh.get("x-envelope-from"))
+		res.OriginalMessageID = strings.Trim(rh.get("message-id"), "<> ")
+		for i, k := range rh.keys {
+			if strings.HasPrefix(k, "x-petitiond-") {
+				if res.OriginalHeaders == nil {
+					res.OriginalHeaders = map[string]string{}
+				}
+				res.OriginalHeaders[textproto.CanonicalMIMEHeaderKey(k)] = rh.vals[i]
+			}
+		}
+	}
+}
+
+// senderAddresses are the addresses that appear in a report without being
+// a failed recipient: whoever the report goes to, and whoever sent it.
+func (m *message) senderAddresses() map[string]bool {
+	ex := map[string]bool{}
+	addAll := func(h *header, keys ...string) {
+		for _, k := range keys {
+			for _, v := range h.all(k) {
+				for _, a := range allAddresses(v) {
+					ex[strings.ToLower(a)] = true
+				}
+			}
+		}
+	}
+	addAll(&m.top, "to", "cc", "delivered-to", "x-original-to", "from", "return-path", "reply-to")
+	if m.returned != nil {
+		addAll(m.returned, "from", "return-path", "sender", "reply-to", "x-envelope-from")
+	}
+	return ex
+}
+
+func (m *message) complaint(res *Result) {
+	res.Kind = KindComplaint
+	var addrs []string
+	for _, f := range m.feedback {
+		addrs = append(addrs, parseFeedback(f).recipients...)
+	}
+	if len(addrs) == 0 && m.returned != nil {
+		addrs = allAddresses(m.returned.get("to"))
+	}
+	for _, a := range addrs {
+		res.Recipients = append(res.Recipients, Recipient{Address: a, Reason: "feedback"})
+	}
+}
+
+func (m *message) fromSES(res *Result, notice string) bool {
+	if !strings.Contains(notice, "notificationType") && !strings.Contains(notice, "eventType") {
+		return false
+	}
+	n, ok := parseSES(notice)
+	if !ok {
+		return false
+	}
+	switch strings.ToLower(n.NotificationType) {
+	case "complaint":
+		res.Kind = KindComplaint
+		for _, c := range n.Complaint.ComplainedRecipients {
+			res.Recipients = append(res.Recipients, Recipient{Address: c.EmailAddress, Reason: "feedback"})
+		}
+		return true
+	case "bounce":
+		for _, b := range n.Bounce.BouncedRecipients {
+			rc := Recipient{Address: b.EmailAddress, Diagnostic: truncate(compact(typedValue(b.DiagnosticCode)), maxDiagnostic)}
+			classify(&rc, classifyInput{
+				status: b.Status, action: b.Action, diag: rc.Diagnostic,
+				temp: strings.EqualFold(n.Bounce.BounceType, "Transient"),
+			})
+			if strings.EqualFold(n.Bounce.BounceType, "Transient") && rc.Hard {
+				rc.Hard = false
+			}
+			res.Recipients = append(res.Recipients, rc)
+		}
+		res.Kind = kindOf(res.Recipients)
+		return len(res.Recipients) > 0
+	case "delivery":
+		res.Kind = KindNone
+		return true
+	}
+	return false
+}
+
+func (m *message) fromDSN(res *Result, notice string, exclude map[string]bool) bool {
+	var reps []dsnReport
+	for _, d := range m.dsn {
+		reps = append(reps, parseDSN(d))
+	}
+	if len(m.dsn) == 0 && looksLikeDSN(notice) {
+		reps = append(reps, parseDSN(notice))
+	}
+	var text []textRecipient
+	textRead := false
+	global := ""
+	for _, rep := range reps {
+		if rep.envelopeID != "" && res.EnvelopeID == "" {
+			res.EnvelopeID = rep.envelopeID
+		}
+		for _, d := range rep.recips {
+			addr := firstAddress(d.final)
+			if addr == "" {
+				addr = firstAddress(d.original)
+			}
+			if addr == "" {
+				addr = strings.Trim(d.final, "<> ")
+			}
+			if addr == "" {
+				continue
+			}
+			diag := compact(d.diag)
+			if findStatus(diag) == "" && findReplyCode(diag) == "" || matchRule(strings.ToLower(diag), true) == nil {
+				// The report gave no usable diagnostic: the prose often has it.
+				if !textRead {
+					text = noticeRecipients(notice, exclude)
+					global = codeLines(notice)
+					textRead = true
+				}
+				extra := ""
+				for _, t := range text {
+					if strings.EqualFold(t.addr, addr) {
+						extra = t.diag
+					}
+				}
+				if extra == "" && len(rep.recips) == 1 {
+					extra = global
+				}
+				if extra != "" && !strings.Contains(diag, extra) {
+					diag = strings.TrimSpace(diag + " " + extra)
+				}
+			}
+			rc := Recipient{Address: addr, Diagnostic: truncate(diag, maxDiagnostic), RemoteMTA: d.remoteMTA}
+			classify(&rc, classifyInput{status: d.status, action: d.action, diag: diag})
+			res.Recipients = append(res.Recipients, rc)
+		}
+	}
+	if len(res.Recipients) == 0 {
+		return false
+	}
+	res.Kind = kindOf(res.Recipients)
+	return true
+}
+
+// looksLikeBounce tells whether a message without a machine-readable
+// report is a non-delivery report, from its sender, subject and wording.
+func (m *message) looksLikeBounce(notice string) bool {
+	if m.top.has("x-failed-recipients") {
+		return true
+	}
+	from := strings.ToLower(m.top.get("from"))
+	subject := strings.ToLower(decodeWords(m.top.get("subject")))
+	sender := containsAny(from, bounceSenders)
+	subj := containsAny(subject, bounceSubjects)
+	phrase := containsAny(strings.ToLower(notice), bouncePhrases)
+	null := strings.TrimSpace(m.top.get("return-path")) == "<>"
+	switch {
+	case phrase && (sender || subj || null):
+		return true
+	case sender && subj:
+		return true
+	}
+	return false
+}
+
+func (m *message) fromText(res *Result, notice string, exclude map[string]bool) bool {
+	text := noticeRecipients(notice, exclude)
+	global := codeLines(notice)
+	if xf := m.top.all("x-failed-recipients"); len(xf) > 0 {
+		var fixed []textRecipient
+		for _, v := range xf {
+			for _, a := range allAddresses(v) {
+				tr := textRecipient{addr: a}
+				for _, t := range text {
+					if strings.EqualFold(t.addr, a) {
+						tr.diag = t.diag
+					}
+				}
+				fixed = append(fixed, tr)
+			}
+		}
+		if len(fixed) > 0 {
+			text = fixed
+		}
+	}
+	if len(text) == 0 && m.returned != nil {
+		for _, k := range [...]string{"x-envelope-to", "envelope-to", "to"} {
+			for _, a := range allAddresses(m.returned.get(k)) {
+				text = append(text, textRecipient{addr: a})
+			}
+			if len(text) > 0 {
+				break
+			}
+		}
+	}
+	if len(text) == 0 {
+		return false
+	}
+	temp := m.isWarning(notice)
+	for _, t := range text {
+		diag := t.diag
+		if findStatus(diag) == "" && findReplyCode(diag) == "" && global != "" && (len(text) == 1 || diag == "") {
+			if !strings.Contains(diag, global) {
+				diag = strings.TrimSpace(diag + " " + global)
+			}
+		}
+		rc := Recipient{Address: t.addr, Diagnostic: truncate(diag, maxDiagnostic)}
+		classify(&rc, classifyInput{diag: diag, context: compact(notice), temp: temp})
+		res.Recipients = append(res.Recipients, rc)
+	}
+	res.Kind = kindOf(res.Recipients)
+	return true
+}
+
+// isWarning tells whether a free-text report announces a delay rather than
+// a failure.
+func (m *message) isWarning(notice string) bool {
+	l := strings.ToLower(notice)
+	subject := strings.ToLower(decodeWords(m.top.get("subject")))
+	if strings.Contains(l, "permanent") || strings.Contains(l, "given up") || strings.Contains(l, "giving up") {
+		return false
+	}
+	return containsAny(subject, []string{"delayed", "warning", "delay"}) ||
+		containsAny(l, []string{"will be retried", "will retry", "will continue to try", "still trying",
+			"not yet been delivered", "has been delayed", "delivery is delayed", "will try again"})
+}
+
+func (m *message) isAutoReply() bool {
+	h := &m.top
+	as := strings.ToLower(h.get("auto-submitted"))
+	if strings.HasPrefix(as, "auto-replied") {
+		return true
+	}
+	if h.has("x-autoreply") || h.has("x-autorespond") || h.has("x-autoresponder") {
+		return true
+	}
+	if p := strings.ToLower(h.get("precedence")); p == "auto_reply" {
+		return true
+	}
+	subject := strings.ToLower(decodeWords(h.get("subject")))
+	return containsAny(subject, autoReplySubjects)
+}
+
+func containsAny(s string, subs []string) bool {
+	for _, x := range subs {
+		if strings.Contains(s, x) {
+			return true
+		}
+	}
+	return false
+}
