@@ -109,6 +109,11 @@ func IMAPCheckpoint(mailbox string) string { return prefix + "imap:checkpoint:" 
 // already acted on, so a UIDVALIDITY rescan acts on nothing twice.
 func IMAPSeen(mailbox string) string { return prefix + "imap:seen:" + mailbox }
 
+// IMAPLease (string: owner token, with a TTL renewed while held) lets one
+// instance at a time watch a mailbox, so several instances sharing one Redis
+// never handle the same bounce concurrently.
+func IMAPLease(mailbox string) string { return prefix + "imap:lease:" + mailbox }
+
 // BounceLog (stream) records every bounce-mailbox message with its parse
 // result and the action taken; capped at about 100,000 entries.
 const BounceLog = prefix + "bounces"
