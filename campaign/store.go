@@ -84,7 +84,8 @@ return 1`),
 // Apply stores c, compiling it first if Parse has not. Every Apply bumps the
 // campaign's version, which makes every instance's Store recompile it on its
 // next Get. A definition without a status keeps the stored one (or opens a
-// new campaign); an explicit status sets it.
+// new campaign); an explicit status sets it. On return c.Status is the
+// status now stored.
 func (s *Store) Apply(ctx context.Context, c *Campaign) error {
 	if c.compiled == nil {
 		if err := c.Compile(); err != nil {
@@ -103,6 +104,7 @@ func (s *Store) Apply(ctx context.Context, c *Campaign) error {
 	key := rkeys.Campaign(c.ID)
 	now := s.now().UTC().Format(time.RFC3339Nano)
 	// One key per transaction, so this also works on Redis Cluster.
+	var stored *redis.StringCmd
 	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.HSet(ctx, key, fieldDefinition, data, fieldUpdatedAt, now)
 		if c.Status != "" {
@@ -111,11 +113,13 @@ func (s *Store) Apply(ctx context.Context, c *Campaign) error {
 			p.HSetNX(ctx, key, fieldStatus, string(StatusOpen))
 		}
 		p.HIncrBy(ctx, key, fieldVersion, 1)
+		stored = p.HGet(ctx, key, fieldStatus)
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("apply campaign %s: %w", c.ID, err)
 	}
+	c.Status = Status(stored.Val())
 	// Added after the hash is written, so a listed id always has a hash; if
 	// this fails, applying again repairs it.
 	if err := s.rdb.SAdd(ctx, rkeys.CampaignIndex, c.ID).Err(); err != nil {

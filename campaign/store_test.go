@@ -136,6 +136,9 @@ func TestStoreRoundTrip(t *testing.T) {
 	if err := other.Apply(ctx, edited); err != nil {
 		t.Fatal(err)
 	}
+	if edited.Status != StatusClosed {
+		t.Errorf("after Apply, Status = %q, want the stored closed", edited.Status)
+	}
 	got, err = store.Get(ctx, "kz-baltabay")
 	if err != nil {
 		t.Fatal(err)
