@@ -105,6 +105,10 @@ type Delivery struct {
 	BreakerProbeInterval time.Duration `yaml:"breaker_probe_interval"`
 	// LedgerTTL is how long delivery records are kept after their last change.
 	LedgerTTL time.Duration `yaml:"ledger_ttl"`
+	// RetryBase is the first retry delay after a temporary failure; it
+	// doubles per attempt up to RetryMax, with jitter.
+	RetryBase time.Duration `yaml:"retry_base"`
+	RetryMax  time.Duration `yaml:"retry_max"`
 }
 
 // IMAP is the bounce mailbox.
@@ -153,6 +157,7 @@ func Default() Config {
 		Delivery: Delivery{
 			Concurrency: 16, MaxAge: 120 * time.Hour, DrainTimeout: 30 * time.Second,
 			BreakerThreshold: 3, BreakerProbeInterval: 10 * time.Second, LedgerTTL: 90 * 24 * time.Hour,
+			RetryBase: 30 * time.Second, RetryMax: time.Hour,
 		},
 		IMAP: IMAP{
 			TLS: "implicit", Mailbox: "INBOX", Processed: "Processed",
@@ -380,6 +385,9 @@ func (c *Config) validate(full bool) error {
 	}
 	if c.Delivery.BreakerProbeInterval <= 0 {
 		bad("delivery.breaker_probe_interval", "must be positive")
+	}
+	if c.Delivery.RetryBase <= 0 || c.Delivery.RetryMax < c.Delivery.RetryBase {
+		bad("delivery.retry_base", "retry_base must be positive and retry_max at least retry_base")
 	}
 	if c.Delivery.LedgerTTL < 24*time.Hour {
 		bad("delivery.ledger_ttl", "must be at least 24h, got %s", c.Delivery.LedgerTTL)

@@ -128,3 +128,26 @@ func TestRedactedHidesSecrets(t *testing.T) {
 		t.Error("Redacted changed the original config")
 	}
 }
+
+// The example in the repository must stay loadable: operators copy it.
+func TestExampleConfigLoads(t *testing.T) {
+	secret := write(t, "s", "a-long-enough-secret-value\n")
+	c, err := Load("../../petitiond.example.yaml", []string{
+		"PETITIOND_SMTP_PASSWORD_FILE=" + secret,
+		"PETITIOND_SENDER_VERP_SECRET_FILE=" + secret,
+		"PETITIOND_IMAP_PASSWORD_FILE=" + secret,
+	})
+	if err != nil {
+		t.Fatalf("example config: %v", err)
+	}
+	def := Default()
+	if c.Delivery != def.Delivery || c.Bounces != def.Bounces || c.SMTP.PoolSize != def.SMTP.PoolSize {
+		t.Errorf("example config drifted from the defaults:\n%+v\n%+v", c.Delivery, def.Delivery)
+	}
+}
+
+func TestDemoConfigLoads(t *testing.T) {
+	if _, err := Load("../../demo/petitiond.yaml", nil); err != nil {
+		t.Fatalf("demo config: %v", err)
+	}
+}

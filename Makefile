@@ -1,0 +1,40 @@
+# petitiond: `make run` starts the demo (Redis, the development sink, the
+# daemon, a demo campaign); `make test` runs every test against real
+# redis-server, Postfix, Dovecot and promtool, installing them if missing.
+
+GO      ?= go
+BIN     := bin/petitiond
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+SAMPLES ?= ../shared/bounce-samples
+
+.PHONY: all build run test deps vet eval-bounces bench clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/petitiond
+
+run: deps build
+	demo/run.sh $(BIN)
+
+deps:
+	scripts/install-deps.sh
+
+vet:
+	gofmt -l . | (! grep .) || (echo "gofmt would change the files above" >&2; exit 1)
+	$(GO) vet ./...
+
+# -p 2 matches the two cores the suite is sized for; the slow multi-process
+# tests live in ./e2e and run with the rest.
+test: deps vet
+	$(GO) test -race -count=1 -p 2 -timeout 30m ./...
+
+eval-bounces:
+	$(GO) run ./bounce/internal/evalbounces -dir $(SAMPLES)
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+clean:
+	rm -rf bin .demo
