@@ -70,7 +70,8 @@ func findReplyCode(s string) string {
 			if n != ' ' && n != '-' && n != '\t' && n != '\n' && n != ')' && n != ']' && n != ',' && n != ':' {
 				continue
 			}
-			if n == '-' && e+1 < len(s) && isDigit(s[e+1]) {
+			// "550-5.7.1" is a multi-line reply; "2011-04" is a date.
+			if n == '-' && e+1 < len(s) && isDigit(s[e+1]) && (e+2 >= len(s) || s[e+2] != '.') {
 				continue
 			}
 			if n == ':' && e+1 < len(s) && isDigit(s[e+1]) {
@@ -96,16 +97,11 @@ func matchRule(lower string, allowWeak bool) *rule {
 	if lower == "" {
 		return nil
 	}
-	for i := range rules {
-		if rules[i].weak && !allowWeak {
-			continue
-		}
-		if rules[i].re.MatchString(lower) {
-			return &rules[i]
-		}
-	}
-	return nil
+	return defaultMatcher.match(lower, allowWeak)
 }
+
+// defaultMatcher is built once from the immutable rule table.
+var defaultMatcher = newRuleMatcher(rules)
 
 // reasonForStatus maps an RFC 3463 code to a reason; "" for codes that say
 // nothing specific (X.0.0).
@@ -157,7 +153,14 @@ func classify(rc *Recipient, in classifyInput) {
 		}
 	}
 
+	explicit := st
 	action := strings.ToLower(in.action)
+	switch action {
+	case "failed", "delayed", "delivered", "relayed", "expanded":
+	default:
+		// Truncated or invented actions are derived like missing ones.
+		action = ""
+	}
 	class := statusClass(st)
 	if class == 0 {
 		class = statusClass(code)
@@ -238,10 +241,44 @@ func classify(rc *Recipient, in classifyInput) {
 		// A failure that was a delay in the end has expired.
 		reason = "expired"
 	}
+	if action == "failed" && isDeadReason(reason) && senderPhase(diagLower) {
+		// A refusal at MAIL FROM is about our sender address; it must
+		// never suppress the recipient.
+		reason = "rejected"
+	}
+	if reason == "userunknown" && dataPhase(diagLower) && !strings.HasPrefix(explicit[min(1, len(explicit)):], ".1.") {
+		// The server accepted the recipient at RCPT TO and refused only
+		// after seeing the message: a content or sender filter speaking,
+		// not a dead address (mobile carriers answer this way).
+		reason = "filtered"
+		if explicit == "" {
+			st = string(st[0]) + ".2.0"
+		}
+	}
+	if action == "failed" && class == '4' {
+		switch reason {
+		case "networkerror", "undefined", "delayed":
+			// The MTA gave up retrying a temporary failure.
+			reason = "expired"
+		}
+	}
 	rc.Status = st
 	rc.Action = action
 	rc.Reason = reason
 	rc.Hard = st[0] == '5' && action == "failed" && isDeadReason(reason)
+}
+
+// senderPhase tells whether a diagnostic says the error answered MAIL FROM.
+func senderPhase(lower string) bool {
+	return strings.Contains(lower, "after mail from") || strings.Contains(lower, "in reply to mail from")
+}
+
+// dataPhase tells whether a text says the refusal answered DATA or the
+// end of the message data.
+func dataPhase(lower string) bool {
+	return strings.Contains(lower, "end of data") || strings.Contains(lower, "reply to data command") ||
+		strings.Contains(lower, "after data") || strings.Contains(lower, ">>> data") ||
+		strings.Contains(lower, "smtp command data") || strings.Contains(lower, "-------smtp command data")
 }
 
 func isGeneric(st string) bool {

@@ -190,7 +190,7 @@ func (m *message) fromDSN(res *Result, notice string, exclude map[string]bool) b
 				}
 			}
 			rc := Recipient{Address: addr, Diagnostic: truncate(diag, maxDiagnostic), RemoteMTA: d.remoteMTA}
-			classify(&rc, classifyInput{status: d.status, action: d.action, diag: diag})
+			classify(&rc, classifyInput{status: d.status, action: d.action, diag: diag, context: compact(notice)})
 			res.Recipients = append(res.Recipients, rc)
 		}
 	}
