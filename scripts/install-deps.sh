@@ -10,6 +10,7 @@ have redis-server || need+=(redis-server)
 have postfix || need+=(postfix)
 have dovecot || need+=(dovecot-imapd)
 have promtool || need+=(prometheus)
+have systemd-analyze || need+=(systemd)
 have python3 || need+=(python3)
 
 if [ ${#need[@]} -eq 0 ]; then
