@@ -59,6 +59,8 @@ type Record struct {
 	Reason     string
 	BounceKind string
 	Evidence   string
+	// Owner is the process (host-pid) that last claimed the delivery.
+	Owner string
 	// SubmittedAt is when the signature was accepted; used for latency.
 	SubmittedAt time.Time
 	CreatedAt   time.Time
@@ -171,7 +173,7 @@ func (l *Ledger) GetMany(ctx context.Context, ids []string) ([]*Record, error) {
 		out[i] = &Record{
 			ID: ids[i], Campaign: h["campaign"], Target: h["target"], Signature: h["signature"],
 			State: State(h["state"]), Attempts: att, LastReply: h["last_reply"], Reason: h["reason"],
-			BounceKind: h["bounce_kind"], Evidence: h["evidence"],
+			BounceKind: h["bounce_kind"], Evidence: h["evidence"], Owner: h["owner"],
 			SubmittedAt: fromMS(h["submitted_at"]), CreatedAt: fromMS(h["created_at"]),
 			SlotAt: fromMS(h["slot_at"]), ClaimedAt: fromMS(h["claimed_at"]),
 			LeaseUntil: fromMS(h["lease_until"]), SentAt: fromMS(h["sent_at"]),
@@ -210,7 +212,7 @@ if st == 'sending' then
   local lease = tonumber(redis.call('HGET', KEYS[1], 'lease_until') or '0')
   if lease > now then return {2, lease - now} end
 end
-redis.call('HSET', KEYS[1], 'state', 'sending', 'claimed_at', now, 'lease_until', now + tonumber(ARGV[1]), 'updated_at', now)
+redis.call('HSET', KEYS[1], 'state', 'sending', 'claimed_at', now, 'lease_until', now + tonumber(ARGV[1]), 'updated_at', now, 'owner', ARGV[3])
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return {0, 0}
@@ -222,8 +224,11 @@ return {0, 0}
 // runs out and the delivery may be claimed again: that is the one window in
 // which a message can be sent twice (relay said 250, the process died
 // before MarkSent).
-func (l *Ledger) Claim(ctx context.Context, id string, lease time.Duration) (ClaimResult, time.Duration, error) {
-	res, err := claimScript.Run(ctx, l.rdb, []string{rkeys.Delivery(id)}, lease.Milliseconds(), l.ttl.Milliseconds()).Int64Slice()
+//
+// owner names the claiming process (host-pid) so that an operator, or a
+// test, can see which deliveries a crashed process had in flight.
+func (l *Ledger) Claim(ctx context.Context, id string, lease time.Duration, owner string) (ClaimResult, time.Duration, error) {
+	res, err := claimScript.Run(ctx, l.rdb, []string{rkeys.Delivery(id)}, lease.Milliseconds(), l.ttl.Milliseconds(), owner).Int64Slice()
 	if err != nil {
 		return 0, 0, fmt.Errorf("ledger: claim %s: %w", id, err)
 	}

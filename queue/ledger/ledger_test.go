@@ -26,18 +26,18 @@ func TestLifecycle(t *testing.T) {
 	if st, err := l.Create(ctx, rec); err != nil || st != ledger.Scheduled {
 		t.Fatalf("second create = %q, %v; want existing scheduled", st, err)
 	}
-	res, _, err := l.Claim(ctx, "d1", time.Minute)
+	res, _, err := l.Claim(ctx, "d1", time.Minute, "test")
 	if err != nil || res != ledger.Claimed {
 		t.Fatalf("claim = %v, %v; want Claimed", res, err)
 	}
-	res, wait, err := l.Claim(ctx, "d1", time.Minute)
+	res, wait, err := l.Claim(ctx, "d1", time.Minute, "test")
 	if err != nil || res != ledger.InFlight || wait <= 0 || wait > time.Minute {
 		t.Fatalf("second claim = %v (%v), %v; want InFlight with a wait up to the lease", res, wait, err)
 	}
 	if err := l.MarkSent(ctx, "d1", "250 2.0.0 ok"); err != nil {
 		t.Fatal(err)
 	}
-	if res, _, _ := l.Claim(ctx, "d1", time.Minute); res != ledger.Done {
+	if res, _, _ := l.Claim(ctx, "d1", time.Minute, "test"); res != ledger.Done {
 		t.Fatalf("claim after sent = %v; want Done", res)
 	}
 	// A late drop must not overwrite "sent".
@@ -58,7 +58,7 @@ func TestLifecycle(t *testing.T) {
 	if _, err := l.Get(ctx, "nope"); !errors.Is(err, ledger.ErrNotFound) {
 		t.Fatalf("get missing: %v; want ErrNotFound", err)
 	}
-	if res, _, _ := l.Claim(ctx, "nope", time.Minute); res != ledger.Missing {
+	if res, _, _ := l.Claim(ctx, "nope", time.Minute, "test"); res != ledger.Missing {
 		t.Fatalf("claim missing = %v; want Missing", res)
 	}
 }
@@ -69,12 +69,12 @@ func TestExpiredLeaseCanBeReclaimed(t *testing.T) {
 	if _, err := l.Create(ctx, ledger.Record{ID: "d2", Campaign: "c", Target: "t@x.example"}); err != nil {
 		t.Fatal(err)
 	}
-	if res, _, err := l.Claim(ctx, "d2", time.Millisecond); err != nil || res != ledger.Claimed {
+	if res, _, err := l.Claim(ctx, "d2", time.Millisecond, "test"); err != nil || res != ledger.Claimed {
 		t.Fatalf("claim = %v, %v", res, err)
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		res, _, err := l.Claim(ctx, "d2", time.Minute)
+		res, _, err := l.Claim(ctx, "d2", time.Minute, "test")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -104,7 +104,7 @@ func TestConcurrentClaimsHaveOneWinner(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			res, _, err := l.Claim(ctx, "d3", time.Minute)
+			res, _, err := l.Claim(ctx, "d3", time.Minute, "test")
 			if err != nil {
 				t.Error(err)
 				return
