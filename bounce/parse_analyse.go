@@ -162,8 +162,10 @@ func (m *message) fromDSN(res *Result, notice string, exclude map[string]bool) b
 			if addr == "" {
 				addr = firstAddress(d.original)
 			}
-			if addr == "" {
-				addr = strings.Trim(d.final, "<> ")
+			if addr == "" && len(rep.recips) == 1 {
+				// A report that names no usable recipient (seen: a bare
+				// "@host") still has the returned message to go by.
+				addr = m.returnedRecipient(notice, exclude)
 			}
 			if addr == "" {
 				continue
@@ -199,6 +201,20 @@ func (m *message) fromDSN(res *Result, notice string, exclude map[string]bool) b
 	}
 	res.Kind = kindOf(res.Recipients)
 	return true
+}
+
+// returnedRecipient guesses the one failed recipient from the prose or,
+// failing that, the To of the returned message.
+func (m *message) returnedRecipient(notice string, exclude map[string]bool) string {
+	if t := noticeRecipients(notice, exclude); len(t) == 1 {
+		return t[0].addr
+	}
+	if m.returned != nil {
+		if a := allAddresses(m.returned.get("to")); len(a) == 1 {
+			return a[0]
+		}
+	}
+	return ""
 }
 
 // looksLikeBounce tells whether a message without a machine-readable
