@@ -834,11 +834,10 @@ func TestWatcherOneInstancePerMailbox(t *testing.T) {
 		t.Fatalf("both instances connected at once")
 	}
 
-	active, standby, stopActive := a, b, stopA
+	standby, stopActive := b, stopA
 	if b.Up() {
-		active, standby, stopActive = b, a, stopB
+		standby, stopActive = a, stopB
 	}
-	_ = active
 	stopActive()
 	wtEventually(t, 10*time.Second, "standby takes over", standby.Up)
 	srv.append("INBOX", wtMessage("takeover", 0))
