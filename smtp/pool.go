@@ -327,10 +327,11 @@ func (p *Pool) get(ctx context.Context) (*conn, bool, error) {
 	return c, false, nil
 }
 
-// release returns a connection taken by get, to the idle list when keep
-// allows it, and gives up its token.
-func (p *Pool) release(c *conn, keep bool) {
-	keep = keep && c.sent < p.cfg.MaxMessagesPerConn
+// release returns a connection taken by get to the idle list when it is
+// healthy and under its message cap, closes it otherwise, and gives up its
+// token.
+func (p *Pool) release(c *conn, healthy bool) {
+	keep := healthy && c.sent < p.cfg.MaxMessagesPerConn
 	if keep {
 		p.mu.Lock()
 		if p.closed {
@@ -342,9 +343,9 @@ func (p *Pool) release(c *conn, keep bool) {
 		p.mu.Unlock()
 	}
 	if !keep {
-		// A connection that reached its message cap is healthy and deserves
-		// a QUIT; one that failed gets closed without a word.
-		_ = p.closeConn(c, c.sent >= p.cfg.MaxMessagesPerConn)
+		// A healthy connection (at its cap, or the pool closing) deserves a
+		// QUIT; one in an unknown state gets closed without a word.
+		_ = p.closeConn(c, healthy)
 	}
 	<-p.tokens
 }

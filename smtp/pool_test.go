@@ -8,11 +8,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -664,5 +666,73 @@ func BenchmarkSend(b *testing.B) {
 			})
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
 		})
+	}
+}
+
+// dsnBackend is a bare go-smtp server that records the envelope parameters
+// it was given; the Sink does not expose them.
+type dsnBackend struct {
+	mu   sync.Mutex
+	mail []gosmtp.MailOptions
+	rcpt []gosmtp.RcptOptions
+}
+
+func (b *dsnBackend) NewSession(*gosmtp.Conn) (gosmtp.Session, error) { return dsnSession{b}, nil }
+
+type dsnSession struct{ b *dsnBackend }
+
+func (s dsnSession) Mail(_ string, o *gosmtp.MailOptions) error {
+	s.b.mu.Lock()
+	defer s.b.mu.Unlock()
+	s.b.mail = append(s.b.mail, *o)
+	return nil
+}
+
+func (s dsnSession) Rcpt(_ string, o *gosmtp.RcptOptions) error {
+	s.b.mu.Lock()
+	defer s.b.mu.Unlock()
+	s.b.rcpt = append(s.b.rcpt, *o)
+	return nil
+}
+
+func (s dsnSession) Data(r io.Reader) error { _, err := io.Copy(io.Discard, r); return err }
+func (s dsnSession) Reset()                 {}
+func (s dsnSession) Logout() error          { return nil }
+
+func TestSendRequestsDSN(t *testing.T) {
+	be := &dsnBackend{}
+	srv := gosmtp.NewServer(be)
+	srv.EnableDSN = true
+	srv.AllowInsecureAuth = true
+	srv.ErrorLog = slogPrinter{testLogger(t)}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(l) }()
+	t.Cleanup(func() {
+		srv.Close()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	p := newPool(t, Config{Addr: l.Addr().String()})
+	env, msg := letter(t, 0, "press@mfa.example")
+	if err := p.Send(ctxT(t), env, msg); err != nil {
+		t.Fatal(err)
+	}
+	be.mu.Lock()
+	defer be.mu.Unlock()
+	if len(be.mail) != 1 || len(be.rcpt) != 1 {
+		t.Fatalf("server saw %d MAIL and %d RCPT, want 1 each", len(be.mail), len(be.rcpt))
+	}
+	m, r := be.mail[0], be.rcpt[0]
+	if m.EnvelopeID != env.EnvID || m.Return != gosmtp.DSNReturnHeaders || m.Size != int64(len(msg)) {
+		t.Errorf("MAIL parameters = ENVID %q RET %q SIZE %d, want %q HDRS %d", m.EnvelopeID, m.Return, m.Size, env.EnvID, len(msg))
+	}
+	want := []gosmtp.DSNNotify{gosmtp.DSNNotifyFailure, gosmtp.DSNNotifyDelayed}
+	if !slices.Equal(r.Notify, want) {
+		t.Errorf("RCPT NOTIFY = %v, want %v", r.Notify, want)
 	}
 }
