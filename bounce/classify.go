@@ -131,6 +131,8 @@ type classifyInput struct {
 	diag    string // the recipient's own diagnostic text
 	context string // the wider notice, consulted when diag says nothing
 	temp    bool   // the notice says the failure is temporary (a warning)
+	phase   string // the SMTP command the failure answered, when the prose says
+	verdict bool   // the reporting MTA itself says the address does not exist
 }
 
 // classify fills Status, Action, Reason and Hard of rc.
@@ -241,15 +243,28 @@ func classify(rc *Recipient, in classifyInput) {
 		// A failure that was a delay in the end has expired.
 		reason = "expired"
 	}
-	if action == "failed" && isDeadReason(reason) && senderPhase(diagLower) {
+	phase := in.phase
+	if phase == "" {
+		phase = smtpPhase(diagLower)
+	}
+	if action == "failed" && isDeadReason(reason) && phase == "mail" {
 		// A refusal at MAIL FROM is about our sender address; it must
 		// never suppress the recipient.
 		reason = "rejected"
 	}
-	if reason == "userunknown" && dataPhase(diagLower) && !strings.HasPrefix(explicit[min(1, len(explicit)):], ".1.") {
-		// The server accepted the recipient at RCPT TO and refused only
-		// after seeing the message: a content or sender filter speaking,
-		// not a dead address (mobile carriers answer this way).
+	if reason == "hostunknown" && phase == "data" && (strings.Contains(diagLower, "from:") || strings.Contains(diagLower, "sender")) {
+		// After the recipient was accepted, an unknown domain that the
+		// reply ties to From or the sender is ours, not the recipient's.
+		reason = "rejected"
+	}
+	if reason == "userunknown" && !strings.HasPrefix(explicit[min(1, len(explicit)):], ".1.") &&
+		(phase == "data" || phase == "" && code != "" && !in.verdict) && !containsAny(diagLower, verdictPhrases) {
+		// The server refused with "user unknown" wording but neither its
+		// status code nor the phase says it refused the recipient: after
+		// DATA that is a content or sender filter speaking (mobile
+		// carriers answer this way), and a bare reply of unknown phase
+		// is no better evidence. Only a refusal at RCPT TO, an X.1.x
+		// status or the reporting MTA's own verdict make the address dead.
 		reason = "filtered"
 		if explicit == "" {
 			st = string(st[0]) + ".2.0"
@@ -265,20 +280,55 @@ func classify(rc *Recipient, in classifyInput) {
 	rc.Status = st
 	rc.Action = action
 	rc.Reason = reason
-	rc.Hard = st[0] == '5' && action == "failed" && isDeadReason(reason)
+	rc.Hard = action == "failed" && isHard(reason, st)
 }
 
-// senderPhase tells whether a diagnostic says the error answered MAIL FROM.
-func senderPhase(lower string) bool {
-	return strings.Contains(lower, "after mail from") || strings.Contains(lower, "in reply to mail from")
+// isHard tells whether a failure means the address is dead: the mailbox or
+// domain does not exist or has moved, at whatever status class the MTA
+// gave up with, or the domain does not exist or accepts no mail at all
+// (permanently only).
+func isHard(reason, status string) bool {
+	switch reason {
+	case "userunknown", "hasmoved":
+		return true
+	case "hostunknown", "notaccept":
+		// A temporary DNS answer is no proof the domain is gone.
+		return statusClass(status) == '5'
+	}
+	return false
 }
 
-// dataPhase tells whether a text says the refusal answered DATA or the
-// end of the message data.
-func dataPhase(lower string) bool {
-	return strings.Contains(lower, "end of data") || strings.Contains(lower, "reply to data command") ||
-		strings.Contains(lower, "after data") || strings.Contains(lower, ">>> data") ||
-		strings.Contains(lower, "smtp command data") || strings.Contains(lower, "-------smtp command data")
+// phaseMarkers are lower-case phrases that tell which SMTP command a
+// reply answered, as MTAs write it in diagnostics and transcripts.
+var phaseMarkers = []struct{ text, phase string }{
+	{"rcpt to", "rcpt"}, {"rcpt_to", "rcpt"}, {"smtp:rcpt", "rcpt"}, {"rcpt:", "rcpt"},
+	{"does not like recipient", "rcpt"}, {"recipient address rejected", "rcpt"},
+	{"after mail from", "mail"}, {"in reply to mail from", "mail"}, {">>> mail from", "mail"},
+	{"smtp:mail", "mail"}, {"does not like sender", "mail"}, {"didn't like the sender", "mail"},
+	{"end of data", "data"}, {"in reply to data command", "data"}, {"after data", "data"},
+	{">>> data", "data"}, {"smtp command data", "data"}, {"failed after i sent the message", "data"},
+	{"in reply to end of data", "data"}, {"data command", "data"},
+}
+
+// smtpPhase returns the SMTP command ("mail", "rcpt", "data") that a
+// lower-cased text says a refusal answered, or "". When several are named
+// (a transcript), the last one is the command that failed.
+func smtpPhase(lower string) string {
+	phase, at := "", -1
+	for _, m := range phaseMarkers {
+		if i := strings.LastIndex(lower, m.text); i > at || i >= 0 && i == at && m.phase == "data" {
+			phase, at = m.phase, i
+		}
+	}
+	return phase
+}
+
+// verdictPhrases are lower-case phrases with which a reporting MTA gives
+// its own verdict that an address does not exist (rather than quoting a
+// remote reply).
+var verdictPhrases = []string{
+	"address not found", "address couldn't be found", "address could not be found",
+	"doesn't have a yahoo", // Yahoo answers this after DATA for accounts that do not exist
 }
 
 func isGeneric(st string) bool {

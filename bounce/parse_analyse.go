@@ -143,6 +143,7 @@ func (m *message) fromSES(res *Result, notice string) bool {
 }
 
 func (m *message) fromDSN(res *Result, notice string, exclude map[string]bool) bool {
+	nc := newNoticeContext(notice)
 	var reps []dsnReport
 	for _, d := range m.dsn {
 		reps = append(reps, parseDSN(d))
@@ -191,8 +192,27 @@ func (m *message) fromDSN(res *Result, notice string, exclude map[string]bool) b
 					diag = strings.TrimSpace(diag + " " + extra)
 				}
 			}
+			if !textRead {
+				text = noticeRecipients(notice, exclude)
+				global = codeLines(notice)
+				textRead = true
+			}
+			phase := smtpPhase(strings.ToLower(diag))
+			if phase == "" {
+				for _, t := range text {
+					if strings.EqualFold(t.addr, addr) {
+						phase = t.phase
+						if phase == "" {
+							phase = smtpPhase(strings.ToLower(t.diag))
+						}
+					}
+				}
+			}
+			if phase == "" && len(rep.recips) == 1 {
+				phase = nc.phase
+			}
 			rc := Recipient{Address: addr, Diagnostic: truncate(diag, maxDiagnostic), RemoteMTA: d.remoteMTA}
-			classify(&rc, classifyInput{status: d.status, action: d.action, diag: diag, context: compact(notice)})
+			classify(&rc, classifyInput{status: d.status, action: d.action, diag: diag, context: nc.compact, phase: phase, verdict: nc.verdict})
 			res.Recipients = append(res.Recipients, rc)
 		}
 	}
@@ -239,6 +259,7 @@ func (m *message) looksLikeBounce(notice string) bool {
 }
 
 func (m *message) fromText(res *Result, notice string, exclude map[string]bool) bool {
+	nc := newNoticeContext(notice)
 	text := noticeRecipients(notice, exclude)
 	global := codeLines(notice)
 	if xf := m.top.all("x-failed-recipients"); len(xf) > 0 {
@@ -248,7 +269,7 @@ func (m *message) fromText(res *Result, notice string, exclude map[string]bool) 
 				tr := textRecipient{addr: a}
 				for _, t := range text {
 					if strings.EqualFold(t.addr, a) {
-						tr.diag = t.diag
+						tr.diag, tr.phase = t.diag, t.phase
 					}
 				}
 				fixed = append(fixed, tr)
@@ -279,8 +300,15 @@ func (m *message) fromText(res *Result, notice string, exclude map[string]bool) 
 				diag = strings.TrimSpace(diag + " " + global)
 			}
 		}
+		phase := t.phase
+		if phase == "" {
+			phase = smtpPhase(strings.ToLower(diag))
+		}
+		if phase == "" && len(text) == 1 {
+			phase = nc.phase
+		}
 		rc := Recipient{Address: t.addr, Diagnostic: truncate(diag, maxDiagnostic)}
-		classify(&rc, classifyInput{diag: diag, context: compact(notice), temp: temp})
+		classify(&rc, classifyInput{diag: diag, context: nc.compact, temp: temp, phase: phase, verdict: nc.verdict})
 		res.Recipients = append(res.Recipients, rc)
 	}
 	res.Kind = kindOf(res.Recipients)
@@ -323,4 +351,18 @@ func containsAny(s string, subs []string) bool {
 		}
 	}
 	return false
+}
+
+// noticeContext is what classification consults of the whole notice,
+// computed once per message.
+type noticeContext struct {
+	compact string // the notice with white space collapsed
+	phase   string // the SMTP command the notice says failed
+	verdict bool   // the notice says, in its own words, the address does not exist
+}
+
+func newNoticeContext(notice string) noticeContext {
+	c := compact(notice)
+	lower := strings.ToLower(c)
+	return noticeContext{compact: c, phase: smtpPhase(lower), verdict: containsAny(lower, verdictPhrases)}
 }

@@ -221,3 +221,28 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkParseSamples is BenchmarkParse over the real samples beside the
+// repository (../shared/bounce-samples), for profiling; it is skipped when
+// they are not there.
+func BenchmarkParseSamples(b *testing.B) {
+	names, _ := filepath.Glob(filepath.Join("..", "..", "shared", "bounce-samples", "*.eml"))
+	if len(names) == 0 {
+		b.Skip("no samples beside the repository")
+	}
+	raws := make([][]byte, 0, len(names))
+	for _, n := range names {
+		raw, err := os.ReadFile(n)
+		if err != nil {
+			b.Fatalf("read sample: %v", err)
+		}
+		raws = append(raws, raw)
+	}
+	b.ResetTimer()
+	n := 0
+	for b.Loop() {
+		_, _ = Parse(raws[n%len(raws)])
+		n++
+	}
+	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "msgs/s")
+}

@@ -95,8 +95,9 @@ func allAddresses(v string) []string {
 
 // textRecipient is a failed recipient read from a free-text notice.
 type textRecipient struct {
-	addr string
-	diag string
+	addr  string
+	diag  string
+	phase string // the SMTP command a transcript line ties to the address
 }
 
 type occurrence struct {
@@ -114,6 +115,7 @@ type occurrence struct {
 func noticeRecipients(notice string, exclude map[string]bool) []textRecipient {
 	lines := strings.Split(notice, "\n")
 	var occ []occurrence
+	phases := map[string]string{}
 	for i, line := range lines {
 		if len(line) > 4000 {
 			line = line[:4000]
@@ -121,6 +123,15 @@ func noticeRecipients(notice string, exclude map[string]bool) []textRecipient {
 		for _, h := range scanAddrs(line, false) {
 			if h.url || exclude[strings.ToLower(h.addr)] {
 				continue
+			}
+			// Transcripts name the command on the address's line
+			// (">>> RCPT To:<a>") or on the line before its reply.
+			ph := smtpPhase(strings.ToLower(line))
+			if ph == "" && i > 0 && strings.HasPrefix(strings.TrimSpace(line), "<<<") {
+				ph = smtpPhase(strings.ToLower(lines[i-1]))
+			}
+			if ph != "" {
+				phases[strings.ToLower(h.addr)] = ph
 			}
 			occ = append(occ, occurrence{
 				addr:   h.addr,
@@ -160,7 +171,7 @@ func noticeRecipients(notice string, exclude map[string]bool) []textRecipient {
 			}
 			k = len(out)
 			index[key] = k
-			out = append(out, textRecipient{addr: o.addr})
+			out = append(out, textRecipient{addr: o.addr, phase: phases[key]})
 		}
 		if !o.strong {
 			continue

@@ -160,7 +160,18 @@ func TestClassify(t *testing.T) {
 		{"explicit", classifyInput{status: "5.1.1", action: "failed", diag: "550 5.1.1 User unknown"}, "5.1.1", "failed", "userunknown", true},
 		{"generic status refined by diag", classifyInput{status: "5.0.0", diag: "550 5.2.2 mailbox full"}, "5.2.2", "failed", "mailboxfull", false},
 		{"status only", classifyInput{status: "5.1.2"}, "5.1.2", "failed", "hostunknown", true},
-		{"reply code only", classifyInput{diag: "550 no such user here"}, "5.1.1", "failed", "userunknown", true},
+		{"reply code only, phase unknown", classifyInput{diag: "550 no such user here"}, "5.2.0", "failed", "filtered", false},
+		{"reply code at RCPT TO", classifyInput{diag: "550 no such user here", phase: "rcpt"}, "5.1.1", "failed", "userunknown", true},
+		{"reply code with the reporter's verdict", classifyInput{diag: "550 <a@example.org>: User unknown", verdict: true}, "5.1.1", "failed", "userunknown", true},
+		{"own wording without a reply code", classifyInput{diag: "Unknown user: a@example.org"}, "5.1.1", "failed", "userunknown", true},
+		{"X.1.1 after DATA stays dead", classifyInput{status: "5.1.1", diag: "550 User unknown", phase: "data"}, "5.1.1", "failed", "userunknown", true},
+		{"Yahoo account wording after DATA", classifyInput{diag: "554 delivery error: dd This user doesn't have a yahoo.com account", phase: "data"}, "5.1.1", "failed", "userunknown", true},
+		{"transcript names RCPT", classifyInput{diag: ">>> RCPT To:<a@example.org> <<< 550 User unknown"}, "5.1.1", "failed", "userunknown", true},
+		{"temporary user unknown given up is dead", classifyInput{diag: "450 4.1.1 <a@example.org>: Recipient address rejected: User unknown", action: "failed"}, "4.1.1", "failed", "userunknown", true},
+		{"temporary unknown domain is not dead", classifyInput{status: "4.1.2", action: "failed"}, "4.1.2", "failed", "hostunknown", false},
+		{"sender domain refused after DATA", classifyInput{diag: "SMTP error from remote mail server after end of data: 550 5.2.0 <s@example.com> From: Domain is invalid. Please provide a valid From:"}, "5.2.0", "failed", "rejected", false},
+		{"temporary null MX is not dead", classifyInput{status: "4.0.0", action: "failed", diag: "null MX"}, "4.0.0", "failed", "notaccept", false},
+		{"permanent null MX is dead", classifyInput{diag: "556 5.1.10 Recipient address has null MX"}, "5.1.10", "failed", "notaccept", true},
 		{"temporary user unknown is not dead", classifyInput{diag: "450 4.1.1 user unknown", action: "delayed"}, "4.1.1", "delayed", "delayed", false},
 		{"policy block is soft", classifyInput{status: "5.7.1", diag: "550 5.7.1 blocked using zen.spamhaus.org"}, "5.7.1", "failed", "blocked", false},
 		{"sender refused at MAIL FROM", classifyInput{diag: "SMTP error from remote mail server after MAIL FROM:<x@y.example>: 553 5.1.8 sender domain does not exist"}, "5.1.8", "failed", "rejected", false},
@@ -179,6 +190,22 @@ func TestClassify(t *testing.T) {
 				t.Errorf("got %s %s %s hard=%v, want %s %s %s hard=%v", rc.Status, rc.Action, rc.Reason, rc.Hard, tc.status, tc.action, tc.reason, tc.hard)
 			}
 		})
+	}
+}
+
+func TestSMTPPhase(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"host mx said: 550 user unknown (in reply to rcpt to command)", "rcpt"},
+		{"host mx said: 550 user unknown (in reply to end of data command)", "data"},
+		{"smtp error from remote mail server after mail from:<a@example.org>: 553 no", "mail"},
+		{">>> rcpt to:<a@example.org> <<< 250 ok >>> data <<< 550 refused", "data"},
+		{"192.0.2.1 does not like recipient. remote host said: 550 no", "rcpt"},
+		{"550 user unknown", ""},
+	}
+	for _, tc := range tests {
+		if got := smtpPhase(tc.in); got != tc.want {
+			t.Errorf("smtpPhase(%q) = %q, want %q", tc.in, got, tc.want)
+		}
 	}
 }
 
