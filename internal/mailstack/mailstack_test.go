@@ -56,7 +56,7 @@ func bounceLoop(t *testing.T) (*Stack, []int) {
 
 	var pids []int
 	for _, f := range []string{
-		filepath.Join(s.postfixDir, "queue", "pid", "master.pid"),
+		filepath.Join(s.queueDir, "pid", "master.pid"),
 		filepath.Join(s.Dir, "dovecot", "run", "master.pid"),
 	} {
 		pid, err := readPID(f)
