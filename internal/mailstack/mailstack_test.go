@@ -43,6 +43,17 @@ func TestBounceLoop(t *testing.T) {
 	}
 }
 
+// TestConcurrentStacks runs the loop on two stacks at once, as separate
+// end-to-end tests in one binary would.
+func TestConcurrentStacks(t *testing.T) {
+	for _, name := range []string{"one", "two"} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			bounceLoop(t)
+		})
+	}
+}
+
 func bounceLoop(t *testing.T) (*Stack, []int) {
 	sink := startSink(t)
 
@@ -96,6 +107,10 @@ func bounceLoop(t *testing.T) (*Stack, []int) {
 	}
 	dsnTook := time.Since(sentDead)
 	checkDSN(t, raw, "dead@gov.test", "5.1.1", verp)
+
+	if err := s.Flush(ctx); err != nil {
+		t.Errorf("Flush: %v\n%s", err, s.Log())
+	}
 
 	t.Logf("timing: Start took %s, the DSN reached IMAP %s after the message was queued",
 		startTook.Round(time.Millisecond), dsnTook.Round(time.Millisecond))
