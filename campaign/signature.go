@@ -24,6 +24,10 @@ const (
 	MaxEmailLocalLen = 64
 	MaxLocaleLen     = 35
 	MaxCommentRunes  = 5000
+	// MaxSignatureBytes bounds the whole JSON document before it is
+	// decoded. The largest valid signature (a 5000-character comment
+	// written entirely as \uXXXX escapes) is about 31 KiB.
+	MaxSignatureBytes = 64 << 10
 	// MaxFutureSkew is how far ahead of the receiving clock signed_at may be:
 	// enough for a frontend whose clock runs fast or sits in another time
 	// zone with a wrong offset, not enough to post-date a petition.
@@ -64,6 +68,9 @@ func fieldErr(field, format string, args ...any) *FieldError {
 // no unknown, duplicate or null fields, and version 1. The first problem is
 // returned as a *FieldError.
 func ParseSignature(data []byte) (Signature, error) {
+	if len(data) > MaxSignatureBytes {
+		return Signature{}, fieldErr("input", "too large: %d bytes, at most %d", len(data), MaxSignatureBytes)
+	}
 	// encoding/json replaces invalid UTF-8 with U+FFFD without complaint,
 	// which would let mojibake reach a header, so check the raw bytes first.
 	if !utf8.Valid(data) {
