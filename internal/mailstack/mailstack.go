@@ -207,9 +207,9 @@ func Start(t testing.TB, cfg Config) *Stack {
 		}
 	})
 
-	if out, err := run(ctx, bins["postfix"], "-c", s.postfixDir, "start"); err != nil {
-		t.Fatalf("mailstack: postfix start: %v\n%s\n%s", err, out, s.Log())
-	}
+	// Stops are registered before the starts: a start cut short by the
+	// deadline may still leave a daemon behind, and a stop finds nothing to
+	// do when there is no pid file.
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -217,10 +217,10 @@ func Start(t testing.TB, cfg Config) *Stack {
 			t.Errorf("mailstack: %v\n%s", err, s.Log())
 		}
 	})
-
-	if out, err := run(ctx, bins["dovecot"], "-c", s.dovecotConf); err != nil {
-		t.Fatalf("mailstack: dovecot start: %v\n%s\n%s", err, out, s.Log())
+	if out, err := run(ctx, bins["postfix"], "-c", s.postfixDir, "start"); err != nil {
+		t.Fatalf("mailstack: postfix start: %v\n%s\n%s", err, out, s.Log())
 	}
+
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -228,6 +228,9 @@ func Start(t testing.TB, cfg Config) *Stack {
 			t.Errorf("mailstack: %v\n%s", err, s.Log())
 		}
 	})
+	if out, err := run(ctx, bins["dovecot"], "-c", s.dovecotConf); err != nil {
+		t.Fatalf("mailstack: dovecot start: %v\n%s\n%s", err, out, s.Log())
+	}
 
 	if err := waitGreeting(ctx, s.SMTPAddr, "220 "); err != nil {
 		t.Fatalf("mailstack: postfix smtpd on %s: %v\n%s", s.SMTPAddr, err, s.Log())
