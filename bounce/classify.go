@@ -130,27 +130,37 @@ type classifyInput struct {
 	action  string // from the report, may be empty
 	diag    string // the recipient's own diagnostic text
 	context string // the wider notice, consulted when diag says nothing
-	temp    bool   // the notice says the failure is temporary (a warning)
-	phase   string // the SMTP command the failure answered, when the prose says
-	verdict bool   // the reporting MTA itself says the address does not exist
+	// notice is context prepared once per message; when nil, context is
+	// prepared here.
+	notice *noticeContext
+	// noticePhase lets the phase named anywhere in the notice stand for
+	// this recipient's (when it is the only one).
+	noticePhase bool
+	temp        bool   // the notice says the failure is temporary (a warning)
+	phase       string // the SMTP command the failure answered, when the prose says
+	verdict     bool   // the reporting MTA itself says the address does not exist
 }
 
 // classify fills Status, Action, Reason and Hard of rc.
 func classify(rc *Recipient, in classifyInput) {
 	st := findStatus(in.status)
-	diagLower := strings.ToLower(in.diag)
+	diagLower := lowerASCII(in.diag)
 	ds := findStatus(in.diag)
 	code := findReplyCode(in.diag)
 	if ds != "" && (st == "" || isGeneric(st) && ds[0] == st[0]) {
 		st = ds
 	}
+	if in.notice == nil && in.context != "" {
+		nc := newNoticeContext(in.context)
+		in.notice = &nc
+	}
 	ctxLower := ""
-	if in.context != "" && in.context != in.diag {
-		ctxLower = strings.ToLower(in.context)
+	if in.notice != nil && in.notice.compact != in.diag {
+		ctxLower = in.notice.lower
 	}
 	if code == "" && st == "" && ctxLower != "" {
-		code = findReplyCode(in.context)
-		if s := findStatus(in.context); s != "" {
+		code = findReplyCode(ctxLower)
+		if s := findStatus(ctxLower); s != "" {
 			st = s
 		}
 	}
@@ -179,7 +189,10 @@ func classify(rc *Recipient, in classifyInput) {
 	reason := ""
 	var ru *rule
 	if class != '2' {
-		ru = matchRule(diagLower, false)
+		var anyRule *rule
+		if diagLower != "" {
+			ru, anyRule = defaultMatcher.matchBoth(diagLower, true)
+		}
 		if ru != nil {
 			reason = ru.reason
 		}
@@ -187,12 +200,12 @@ func classify(rc *Recipient, in classifyInput) {
 			reason = reasonForStatus(st)
 		}
 		if reason == "" {
-			if ru = matchRule(diagLower, true); ru != nil {
+			if ru = anyRule; ru != nil {
 				reason = ru.reason
 			}
 		}
 		if reason == "" && ctxLower != "" {
-			if ru = matchRule(ctxLower, true); ru != nil {
+			if ru = in.notice.anyRule(); ru != nil {
 				reason = ru.reason
 			}
 		}
@@ -244,9 +257,13 @@ func classify(rc *Recipient, in classifyInput) {
 		reason = "expired"
 	}
 	phase := in.phase
-	if phase == "" {
+	if phase == "" && (isDeadReason(reason) || reason == "hostunknown") {
 		phase = smtpPhase(diagLower)
+		if phase == "" && in.noticePhase && in.notice != nil {
+			phase = in.notice.smtpPhase()
+		}
 	}
+	verdict := in.verdict || in.notice != nil && reason == "userunknown" && in.notice.hasVerdict()
 	if action == "failed" && isDeadReason(reason) && phase == "mail" {
 		// A refusal at MAIL FROM is about our sender address; it must
 		// never suppress the recipient.
@@ -258,7 +275,7 @@ func classify(rc *Recipient, in classifyInput) {
 		reason = "rejected"
 	}
 	if reason == "userunknown" && !strings.HasPrefix(explicit[min(1, len(explicit)):], ".1.") &&
-		(phase == "data" || phase == "" && code != "" && !in.verdict) && !containsAny(diagLower, verdictPhrases) {
+		(phase == "data" || phase == "" && code != "" && !verdict) && !verdictSet.contains(diagLower) {
 		// The server refused with "user unknown" wording but neither its
 		// status code nor the phase says it refused the recipient: after
 		// DATA that is a content or sender filter speaking (mobile
@@ -310,17 +327,24 @@ var phaseMarkers = []struct{ text, phase string }{
 	{"in reply to end of data", "data"}, {"data command", "data"},
 }
 
-// smtpPhase returns the SMTP command ("mail", "rcpt", "data") that a
-// lower-cased text says a refusal answered, or "". When several are named
-// (a transcript), the last one is the command that failed.
-func smtpPhase(lower string) string {
-	phase, at := "", -1
-	for _, m := range phaseMarkers {
-		if i := strings.LastIndex(lower, m.text); i > at || i >= 0 && i == at && m.phase == "data" {
-			phase, at = m.phase, i
-		}
+var phaseSet = func() *phraseSet {
+	texts := make([]string, len(phaseMarkers))
+	for i, m := range phaseMarkers {
+		texts[i] = m.text
 	}
-	return phase
+	return newPhraseSet(texts...)
+}()
+
+// smtpPhase returns the SMTP command ("mail", "rcpt", "data") that a text
+// says a refusal answered, or "". When several are named (a transcript),
+// the last one is the command that failed.
+func smtpPhase(text string) string {
+	found := -1
+	phaseSet.scanFold(text, func(k, _ int) bool { found = k; return true })
+	if found >= 0 {
+		return phaseMarkers[found].phase
+	}
+	return ""
 }
 
 // verdictPhrases are lower-case phrases with which a reporting MTA gives
@@ -330,6 +354,8 @@ var verdictPhrases = []string{
 	"address not found", "address couldn't be found", "address could not be found",
 	"doesn't have a yahoo", // Yahoo answers this after DATA for accounts that do not exist
 }
+
+var verdictSet = newPhraseSet(verdictPhrases...)
 
 func isGeneric(st string) bool {
 	return strings.HasSuffix(st, ".0.0") || strings.HasPrefix(st[1:], ".0.")

@@ -114,7 +114,23 @@ func requiredSet(re *syntax.Regexp) []string {
 
 // match returns the first rule, in table order, that matches lower.
 func (m *ruleMatcher) match(lower string, allowWeak bool) *rule {
-	present := make([]bool, len(m.alts))
+	strong, any := m.matchBoth(lower, allowWeak)
+	if allowWeak {
+		return any
+	}
+	return strong
+}
+
+// matchBoth returns the first strong rule and, when withWeak, the first
+// rule of any kind that matches lower, from one scan of the text.
+func (m *ruleMatcher) matchBoth(lower string, withWeak bool) (strong, any *rule) {
+	var buf [256]bool
+	present := buf[:0]
+	if len(m.alts) <= len(buf) {
+		present = buf[:len(m.alts)]
+	} else {
+		present = make([]bool, len(m.alts))
+	}
 	for i := 0; i+1 < len(lower); i++ {
 		bg := uint16(lower[i])<<8 | uint16(lower[i+1])
 		if m.bigrams[bg/64]&(1<<(bg%64)) == 0 {
@@ -127,14 +143,24 @@ func (m *ruleMatcher) match(lower string, allowWeak bool) *rule {
 		}
 	}
 	for ri, alts := range m.byRule {
-		if rules[ri].weak && !allowWeak {
+		isWeak := rules[ri].weak
+		if isWeak && (!withWeak || any != nil) || !isWeak && strong != nil {
 			continue
 		}
 		for _, a := range alts {
 			if (m.alts[a].lits == nil || present[a]) && m.alts[a].re.MatchString(lower) {
-				return &rules[ri]
+				if any == nil {
+					any = &rules[ri]
+				}
+				if !isWeak {
+					strong = &rules[ri]
+				}
+				break
 			}
 		}
+		if strong != nil && (any != nil || !withWeak) {
+			break
+		}
 	}
-	return nil
+	return strong, any
 }

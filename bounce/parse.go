@@ -187,7 +187,7 @@ func parseHeader(b []byte) (header, []byte) {
 		if colon <= 0 || !isFieldName(line[:colon]) {
 			return h, b[pos:]
 		}
-		h.keys = append(h.keys, strings.ToLower(string(bytes.TrimSpace(line[:colon]))))
+		h.keys = append(h.keys, lowerKey(bytes.TrimSpace(line[:colon])))
 		h.vals = append(h.vals, string(bytes.TrimSpace(line[colon+1:])))
 		pos = next
 	}
@@ -195,6 +195,57 @@ func parseHeader(b []byte) (header, []byte) {
 		return h, nil
 	}
 	return h, b[pos:]
+}
+
+// lowerKey returns a field name in lower case with one allocation, or none
+// for the common names.
+func lowerKey(b []byte) string {
+	switch len(b) {
+	case 2:
+		if string(b) == "To" {
+			return "to"
+		}
+	case 4:
+		if string(b) == "From" {
+			return "from"
+		}
+	case 8:
+		if string(b) == "Received" {
+			return "received"
+		}
+	}
+	out := make([]byte, len(b))
+	for i, c := range b {
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		out[i] = c
+	}
+	return string(out)
+}
+
+// lowerASCII lower-cases the ASCII letters of s and leaves every other
+// byte alone, so that offsets into the result are offsets into s. All the
+// phrases and rules it is matched against are lower-case ASCII or
+// caseless scripts.
+func lowerASCII(s string) string {
+	i := 0
+	for i < len(s) && !(s[i] >= 'A' && s[i] <= 'Z') {
+		i++
+	}
+	if i == len(s) {
+		return s
+	}
+	b := make([]byte, len(s))
+	copy(b, s[:i])
+	for ; i < len(s); i++ {
+		c := s[i]
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		b[i] = c
+	}
+	return string(b)
 }
 
 func isFieldName(b []byte) bool {

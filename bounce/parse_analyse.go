@@ -18,13 +18,14 @@ func (m *message) analyse(res *Result) {
 
 	notice := m.noticeText()
 	exclude := m.senderAddresses()
+	nc := newNoticeContext(notice)
 
 	switch {
 	case len(m.feedback) > 0 || m.reportType == "feedback-report":
 		m.complaint(res)
 	case m.fromSES(res, notice):
-	case m.fromDSN(res, notice, exclude):
-	case m.looksLikeBounce(notice) && m.fromText(res, notice, exclude):
+	case m.fromDSN(res, notice, exclude, &nc):
+	case m.looksLikeBounce(&nc) && m.fromText(res, notice, exclude, &nc):
 	case m.isAutoReply():
 		res.Kind = KindAutoreply
 		if a := firstAddress(res.From); a != "" {
@@ -142,8 +143,7 @@ func (m *message) fromSES(res *Result, notice string) bool {
 	return false
 }
 
-func (m *message) fromDSN(res *Result, notice string, exclude map[string]bool) bool {
-	nc := newNoticeContext(notice)
+func (m *message) fromDSN(res *Result, notice string, exclude map[string]bool, nc *noticeContext) bool {
 	var reps []dsnReport
 	for _, d := range m.dsn {
 		reps = append(reps, parseDSN(d))
@@ -172,7 +172,7 @@ func (m *message) fromDSN(res *Result, notice string, exclude map[string]bool) b
 				continue
 			}
 			diag := compact(d.diag)
-			if findStatus(diag) == "" && findReplyCode(diag) == "" || matchRule(strings.ToLower(diag), true) == nil {
+			if findStatus(diag) == "" && findReplyCode(diag) == "" || matchRule(lowerASCII(diag), true) == nil {
 				// The report gave no usable diagnostic: the prose often has it.
 				if !textRead {
 					text = noticeRecipients(notice, exclude)
@@ -197,22 +197,19 @@ func (m *message) fromDSN(res *Result, notice string, exclude map[string]bool) b
 				global = codeLines(notice)
 				textRead = true
 			}
-			phase := smtpPhase(strings.ToLower(diag))
+			phase := smtpPhase(diag)
 			if phase == "" {
 				for _, t := range text {
 					if strings.EqualFold(t.addr, addr) {
 						phase = t.phase
 						if phase == "" {
-							phase = smtpPhase(strings.ToLower(t.diag))
+							phase = smtpPhase(t.diag)
 						}
 					}
 				}
 			}
-			if phase == "" && len(rep.recips) == 1 {
-				phase = nc.phase
-			}
 			rc := Recipient{Address: addr, Diagnostic: truncate(diag, maxDiagnostic), RemoteMTA: d.remoteMTA}
-			classify(&rc, classifyInput{status: d.status, action: d.action, diag: diag, context: nc.compact, phase: phase, verdict: nc.verdict})
+			classify(&rc, classifyInput{status: d.status, action: d.action, diag: diag, notice: nc, noticePhase: len(rep.recips) == 1, phase: phase})
 			res.Recipients = append(res.Recipients, rc)
 		}
 	}
@@ -239,7 +236,7 @@ func (m *message) returnedRecipient(notice string, exclude map[string]bool) stri
 
 // looksLikeBounce tells whether a message without a machine-readable
 // report is a non-delivery report, from its sender, subject and wording.
-func (m *message) looksLikeBounce(notice string) bool {
+func (m *message) looksLikeBounce(nc *noticeContext) bool {
 	if m.top.has("x-failed-recipients") {
 		return true
 	}
@@ -247,7 +244,7 @@ func (m *message) looksLikeBounce(notice string) bool {
 	subject := strings.ToLower(decodeWords(m.top.get("subject")))
 	sender := containsAny(from, bounceSenders)
 	subj := containsAny(subject, bounceSubjects)
-	phrase := containsAny(strings.ToLower(notice), bouncePhrases)
+	phrase := bouncePhraseSet.contains(nc.lower)
 	null := strings.TrimSpace(m.top.get("return-path")) == "<>"
 	switch {
 	case phrase && (sender || subj || null):
@@ -258,8 +255,7 @@ func (m *message) looksLikeBounce(notice string) bool {
 	return false
 }
 
-func (m *message) fromText(res *Result, notice string, exclude map[string]bool) bool {
-	nc := newNoticeContext(notice)
+func (m *message) fromText(res *Result, notice string, exclude map[string]bool, nc *noticeContext) bool {
 	text := noticeRecipients(notice, exclude)
 	global := codeLines(notice)
 	if xf := m.top.all("x-failed-recipients"); len(xf) > 0 {
@@ -292,7 +288,7 @@ func (m *message) fromText(res *Result, notice string, exclude map[string]bool) 
 	if len(text) == 0 {
 		return false
 	}
-	temp := m.isWarning(notice)
+	temp := m.isWarning(nc)
 	for _, t := range text {
 		diag := t.diag
 		if findStatus(diag) == "" && findReplyCode(diag) == "" && global != "" && (len(text) == 1 || diag == "") {
@@ -302,13 +298,10 @@ func (m *message) fromText(res *Result, notice string, exclude map[string]bool) 
 		}
 		phase := t.phase
 		if phase == "" {
-			phase = smtpPhase(strings.ToLower(diag))
-		}
-		if phase == "" && len(text) == 1 {
-			phase = nc.phase
+			phase = smtpPhase(diag)
 		}
 		rc := Recipient{Address: t.addr, Diagnostic: truncate(diag, maxDiagnostic)}
-		classify(&rc, classifyInput{diag: diag, context: nc.compact, temp: temp, phase: phase, verdict: nc.verdict})
+		classify(&rc, classifyInput{diag: diag, notice: nc, noticePhase: len(text) == 1, temp: temp, phase: phase})
 		res.Recipients = append(res.Recipients, rc)
 	}
 	res.Kind = kindOf(res.Recipients)
@@ -317,8 +310,8 @@ func (m *message) fromText(res *Result, notice string, exclude map[string]bool) 
 
 // isWarning tells whether a free-text report announces a delay rather than
 // a failure.
-func (m *message) isWarning(notice string) bool {
-	l := strings.ToLower(notice)
+func (m *message) isWarning(nc *noticeContext) bool {
+	l := nc.lower
 	subject := strings.ToLower(decodeWords(m.top.get("subject")))
 	if strings.Contains(l, "permanent") || strings.Contains(l, "given up") || strings.Contains(l, "giving up") {
 		return false
@@ -354,15 +347,45 @@ func containsAny(s string, subs []string) bool {
 }
 
 // noticeContext is what classification consults of the whole notice,
-// computed once per message.
+// computed once per message and, for the costlier parts, only when asked.
 type noticeContext struct {
 	compact string // the notice with white space collapsed
-	phase   string // the SMTP command the notice says failed
-	verdict bool   // the notice says, in its own words, the address does not exist
+	lower   string // compact, lower-cased
+
+	phaseDone, ruleDone, verdictDone bool
+	phase                            string
+	rule                             *rule
+	verdict                          bool
 }
 
 func newNoticeContext(notice string) noticeContext {
 	c := compact(notice)
-	lower := strings.ToLower(c)
-	return noticeContext{compact: c, phase: smtpPhase(lower), verdict: containsAny(lower, verdictPhrases)}
+	return noticeContext{compact: c, lower: lowerASCII(c)}
 }
+
+// smtpPhase is the SMTP command the notice says failed, or "".
+func (nc *noticeContext) smtpPhase() string {
+	if !nc.phaseDone {
+		nc.phase, nc.phaseDone = smtpPhase(nc.lower), true
+	}
+	return nc.phase
+}
+
+// anyRule is the first rule, weak ones included, that the notice matches.
+func (nc *noticeContext) anyRule() *rule {
+	if !nc.ruleDone {
+		nc.rule, nc.ruleDone = matchRule(nc.lower, true), true
+	}
+	return nc.rule
+}
+
+// hasVerdict tells whether the notice says, in the reporting MTA's own
+// words, that the address does not exist.
+func (nc *noticeContext) hasVerdict() bool {
+	if !nc.verdictDone {
+		nc.verdict, nc.verdictDone = verdictSet.contains(nc.lower), true
+	}
+	return nc.verdict
+}
+
+var bouncePhraseSet = newPhraseSet(bouncePhrases...)

@@ -128,7 +128,7 @@ func looksLikeHeaderBlock(text string) bool {
 }
 
 func looksLikeDSN(text string) bool {
-	l := strings.ToLower(text)
+	l := lowerASCII(text)
 	return (strings.Contains(l, "final-recipient:") || strings.Contains(l, "original-recipient:")) &&
 		(strings.Contains(l, "action:") || strings.Contains(l, "status:"))
 }
@@ -180,30 +180,27 @@ func (m *message) cutNotice() {
 	}
 }
 
+var returnedMarkerSet = newPhraseSet(returnedMarkers...)
+
 // findReturnedMarker returns the offset of the first line that introduces
 // a copy of the returned message, or -1.
 func findReturnedMarker(text string) int {
-	off := 0
-	for off < len(text) {
-		end := strings.IndexByte(text[off:], '\n')
-		line := text[off:]
-		if end >= 0 {
-			line = text[off : off+end]
-		}
-		if t := strings.TrimSpace(line); len(t) > 8 && len(t) < 100 {
-			lt := strings.ToLower(t)
-			for _, p := range returnedMarkers {
-				if strings.Contains(lt, p) {
-					return off
-				}
-			}
-		}
+	best := -1
+	returnedMarkerSet.scanFold(text, func(_, at int) bool {
+		start := strings.LastIndexByte(text[:at], '\n') + 1
+		end := strings.IndexByte(text[at:], '\n')
 		if end < 0 {
-			break
+			end = len(text)
+		} else {
+			end += at
 		}
-		off += end + 1
-	}
-	return -1
+		if t := strings.TrimSpace(text[start:end]); len(t) > 8 && len(t) < 100 {
+			best = start
+			return false
+		}
+		return true
+	})
+	return best
 }
 
 func (m *message) noticeText() string {

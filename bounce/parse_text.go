@@ -126,9 +126,9 @@ func noticeRecipients(notice string, exclude map[string]bool) []textRecipient {
 			}
 			// Transcripts name the command on the address's line
 			// (">>> RCPT To:<a>") or on the line before its reply.
-			ph := smtpPhase(strings.ToLower(line))
+			ph := smtpPhase(line)
 			if ph == "" && i > 0 && strings.HasPrefix(strings.TrimSpace(line), "<<<") {
-				ph = smtpPhase(strings.ToLower(lines[i-1]))
+				ph = smtpPhase(lines[i-1])
 			}
 			if ph != "" {
 				phases[strings.ToLower(h.addr)] = ph
@@ -190,7 +190,7 @@ func noticeRecipients(notice string, exclude map[string]bool) []textRecipient {
 // leadsLine tells whether the text before an address leaves it as the
 // subject of the line: only punctuation, or a recipient label.
 func leadsLine(prefix string) bool {
-	p := strings.TrimRight(strings.ToLower(prefix), " \t<\"'([*")
+	p := strings.TrimRight(lowerASCII(prefix), " \t<\"'([*")
 	p = strings.TrimSpace(p)
 	if p == "" || strings.Trim(p, "-*>#:.0123456789)") == "" {
 		return true
@@ -253,12 +253,38 @@ func codeLines(notice string) string {
 	return compact(strings.Join(parts, " "))
 }
 
-// compact collapses runs of white space.
+// compact collapses runs of white space into one space and trims both
+// ends, like strings.Join(strings.Fields(s), " ") for ASCII white space.
 func compact(s string) string {
-	if s == "" {
+	clean := true
+	for i := 0; i < len(s); i++ {
+		if isSpace(s[i]) && (s[i] != ' ' || i == 0 || i == len(s)-1 || s[i+1] == ' ' || isSpace(s[i+1])) {
+			clean = false
+			break
+		}
+	}
+	if clean {
 		return s
 	}
-	return strings.Join(strings.Fields(s), " ")
+	b := make([]byte, 0, len(s))
+	pending := false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if isSpace(c) {
+			pending = len(b) > 0
+			continue
+		}
+		if pending {
+			b = append(b, ' ')
+			pending = false
+		}
+		b = append(b, c)
+	}
+	return string(b)
+}
+
+func isSpace(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'
 }
 
 func truncate(s string, n int) string {
