@@ -110,6 +110,9 @@ func (s *Sink) Serve(ctx context.Context, l net.Listener) error {
 	s.logMu.Unlock()
 	s.inflightMu.Lock()
 	s.idle = sync.NewCond(&s.inflightMu)
+	// A sink may be served again after a stop (tests take the relay down
+	// and bring it back); it must not keep refusing as "shutting down".
+	s.closing = false
 	s.inflightMu.Unlock()
 
 	srv := gosmtp.NewServer(gosmtp.BackendFunc(func(c *gosmtp.Conn) (gosmtp.Session, error) {
