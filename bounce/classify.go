@@ -193,6 +193,14 @@ func classify(rc *Recipient, in classifyInput) {
 		if diagLower != "" {
 			ru, anyRule = defaultMatcher.matchBoth(diagLower, true)
 		}
+		if ru != nil && ru.reason == "expired" {
+			// "Gave up after N hours" says when, not why: a cause named
+			// beside it (a DNS failure, a refused connection, a local
+			// error) is the better reason.
+			if cause, _ := defaultMatcher.matchBothSkip(diagLower, false, "expired"); cause != nil {
+				ru = cause
+			}
+		}
 		if ru != nil {
 			reason = ru.reason
 		}
@@ -243,11 +251,15 @@ func classify(rc *Recipient, in classifyInput) {
 	case action == "delivered" || action == "relayed" || action == "expanded":
 		reason = "delivered"
 	case action == "delayed":
-		// A warning is not a verdict: keep reasons that call for a pause,
-		// everything else is just a delay.
-		switch reason {
-		case "blocked", "spamdetected", "policyviolation", "securityerror", "rejected", "toomanyconn", "filtered", "mailboxfull":
-		default:
+		// A warning is not a verdict: keep a cause it names, but never
+		// one that would make the address dead, and call a timeout or
+		// an unexplained wait a delay.
+		switch {
+		case reason == "hostunknown":
+			reason = "networkerror"
+		case reason == "" || reason == "undefined" || reason == "expired" || isDeadReason(reason) ||
+			reason == "networkerror" && (timedOut(diagLower) || ru == nil):
+			// A network status code alone (4.4.x) only says it waits.
 			reason = "delayed"
 		}
 	case reason == "":
@@ -287,9 +299,17 @@ func classify(rc *Recipient, in classifyInput) {
 			st = string(st[0]) + ".2.0"
 		}
 	}
-	if action == "failed" && class == '4' {
-		switch reason {
-		case "networkerror", "undefined", "delayed":
+	if action == "failed" && reason == "hostunknown" && statusClass(st) == '4' {
+		// A temporary DNS answer (SERVFAIL, a lookup timeout) is a
+		// network problem, not proof that the domain does not exist.
+		reason = "networkerror"
+	}
+	if action == "failed" {
+		switch {
+		case reason == "networkerror" && timedOut(diagLower):
+			// The MTA gave up after its connections kept timing out.
+			reason = "expired"
+		case class == '4' && (reason == "undefined" || reason == "delayed"):
 			// The MTA gave up retrying a temporary failure.
 			reason = "expired"
 		}
@@ -356,6 +376,14 @@ var verdictPhrases = []string{
 }
 
 var verdictSet = newPhraseSet(verdictPhrases...)
+
+// timedOut tells whether a lower-cased diagnostic blames timeouts, the
+// usual story of a delivery that was retried until the MTA gave up.
+func timedOut(lower string) bool {
+	return strings.Contains(lower, "timed out") || strings.Contains(lower, "timeout") ||
+		strings.Contains(lower, "time out") || strings.Contains(lower, "did not accept our requests to connect") ||
+		strings.Contains(lower, "server did not respond") || strings.Contains(lower, "server didn't respond")
+}
 
 func isGeneric(st string) bool {
 	return strings.HasSuffix(st, ".0.0") || strings.HasPrefix(st[1:], ".0.")

@@ -124,6 +124,11 @@ func (m *ruleMatcher) match(lower string, allowWeak bool) *rule {
 // matchBoth returns the first strong rule and, when withWeak, the first
 // rule of any kind that matches lower, from one scan of the text.
 func (m *ruleMatcher) matchBoth(lower string, withWeak bool) (strong, any *rule) {
+	return m.matchBothSkip(lower, withWeak, "")
+}
+
+// matchBothSkip is matchBoth ignoring the rules of one reason.
+func (m *ruleMatcher) matchBothSkip(lower string, withWeak bool, skip string) (strong, any *rule) {
 	var buf [256]bool
 	present := buf[:0]
 	if len(m.alts) <= len(buf) {
@@ -144,7 +149,7 @@ func (m *ruleMatcher) matchBoth(lower string, withWeak bool) (strong, any *rule)
 	}
 	for ri, alts := range m.byRule {
 		isWeak := rules[ri].weak
-		if isWeak && (!withWeak || any != nil) || !isWeak && strong != nil {
+		if isWeak && (!withWeak || any != nil) || !isWeak && strong != nil || rules[ri].reason == skip {
 			continue
 		}
 		for _, a := range alts {
