@@ -1,6 +1,7 @@
 package bounce
 
 import (
+	"regexp"
 	"strings"
 )
 
@@ -141,8 +142,34 @@ type classifyInput struct {
 	verdict     bool   // the reporting MTA itself says the address does not exist
 }
 
+// sesWrapped matches the way Amazon SES (and relays built like it) wrap
+// the remote server's reply in a status of their own:
+// "5.1.0 - Unknown address error 550-'5.2.2 <a@example.org>... Mailbox Full'".
+var sesWrapped = regexp.MustCompile(`^([245]\.\d{1,3}\.\d{1,3}) - [^'"]{0,60}?([245]\d\d[ -]['"]?[245]\.\d{1,3}\.\d{1,3}.*)$`)
+
+// unwrapReply returns the remote reply inside a wrapping status and the
+// wrapper's status, or diag and "" when it is not wrapped.
+func unwrapReply(diag string) (inner, wrapper string) {
+	if len(diag) < 12 || !isDigit(diag[0]) || !strings.Contains(diag[:min(len(diag), 16)], " - ") {
+		return diag, ""
+	}
+	m := sesWrapped.FindStringSubmatch(diag)
+	if m == nil {
+		return diag, ""
+	}
+	return m[2], m[1]
+}
+
 // classify fills Status, Action, Reason and Hard of rc.
 func classify(rc *Recipient, in classifyInput) {
+	if inner, wrapper := unwrapReply(in.diag); wrapper != "" {
+		// The wrapper's code is the relay's guess; the remote reply in
+		// it is what the receiving server said.
+		in.diag = inner
+		if findStatus(in.status) == wrapper {
+			in.status = ""
+		}
+	}
 	st := findStatus(in.status)
 	diagLower := lowerASCII(in.diag)
 	ds := findStatus(in.diag)

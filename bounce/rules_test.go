@@ -175,6 +175,8 @@ func TestClassify(t *testing.T) {
 		{"gave up after timeouts at 5.x.x", classifyInput{status: "5.4.1", action: "failed", diag: "The recipient server did not accept our requests to connect."}, "5.4.1", "failed", "expired", false},
 		{"gave up after timeouts, expiry wording", classifyInput{action: "failed", diag: "554 4.4.7 Message expired: unable to deliver in 840 minutes.<421 4.4.2 Connection timed out>"}, "4.4.7", "failed", "expired", false},
 		{"gave up on refused connections", classifyInput{status: "4.4.1", action: "failed", diag: "Sorry, I wasn't able to establish an SMTP connection. (#4.4.1) I'm not going to try again; this message has been in the queue too long."}, "4.4.1", "failed", "networkerror", false},
+		{"SES-wrapped reply", classifyInput{status: "5.1.0", action: "failed", diag: "5.1.0 - Unknown address error 550-'5.2.2 <a@example.org>... Mailbox Full' (delivery attempts: 0)"}, "5.2.2", "failed", "mailboxfull", false},
+		{"SES-wrapped user unknown", classifyInput{status: "5.1.0", action: "failed", diag: "5.1.0 - Unknown address error 550-'5.1.1 <a@example.org>... User unknown' (delivery attempts: 0)"}, "5.1.1", "failed", "userunknown", true},
 		{"delay keeps its cause", classifyInput{status: "4.0.0", action: "delayed", diag: "451 4.0.0 Operating system error"}, "4.0.0", "delayed", "systemerror", false},
 		{"delay with a network status only", classifyInput{status: "4.4.0", action: "delayed"}, "4.4.0", "delayed", "delayed", false},
 		{"delay never carries a dead reason", classifyInput{status: "4.1.1", action: "delayed", diag: "450 4.1.1 User unknown"}, "4.1.1", "delayed", "delayed", false},
