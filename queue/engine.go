@@ -182,7 +182,10 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 	bg, stop := context.WithCancel(context.Background())
 	done := make(chan struct{}, 3)
-	go func() { _ = NewIngester(e.d.Redis, e.producer, e.log.With("component", "ingest")).Run(bg); done <- struct{}{} }()
+	go func() {
+		_ = NewIngester(e.d.Redis, e.producer, e.log.With("component", "ingest")).Run(bg)
+		done <- struct{}{}
+	}()
 	go func() { e.breaker.Run(bg); done <- struct{}{} }()
 	go func() { e.liftPauses(bg); done <- struct{}{} }()
 	e.log.Info("delivery engine started", "concurrency", e.opts.Concurrency)

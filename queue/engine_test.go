@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	gosmtp "github.com/emersion/go-smtp"
 	"github.com/emersion/go-message/mail"
+	gosmtp "github.com/emersion/go-smtp"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/petitiond/petitiond/campaign"

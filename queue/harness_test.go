@@ -42,7 +42,7 @@ type harness struct {
 	metrics   *metrics.Metrics
 	verp      smtp.VERP
 	stop      func()
-	sinkStop func()
+	sinkStop  func()
 	// hook, when set, answers RCPT for the sink (451 simulations).
 	hook atomic.Pointer[func(from, rcpt string) *gosmtp.SMTPError]
 }

@@ -16,7 +16,9 @@ type deferError struct {
 	reason string
 }
 
-func (e *deferError) Error() string { return "deferred until " + e.until.Format(time.RFC3339) + ": " + e.reason }
+func (e *deferError) Error() string {
+	return "deferred until " + e.until.Format(time.RFC3339) + ": " + e.reason
+}
 
 // relayDownError puts a task off while the relay is unusable, without
 // spending its retries: the relay being down is not the delivery's problem.
