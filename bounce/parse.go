@@ -94,6 +94,9 @@ func Parse(raw []byte) (res *Result, err error) {
 	return res, nil
 }
 
+// maxNested is how deep analyse follows bounces returned inside bounces.
+const maxNested = 2
+
 // normalizeNewlines turns CRLF and bare CR into LF so that everything after
 // it only deals with one line ending.
 func normalizeNewlines(b []byte) []byte {

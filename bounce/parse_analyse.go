@@ -32,6 +32,9 @@ func (m *message) analyse(res *Result) {
 			res.Recipients = []Recipient{{Address: a, Reason: "vacation"}}
 		}
 	}
+	if m.needsNested(res) {
+		m.useNested(res)
+	}
 	if res.Kind == "" {
 		res.Kind = KindNone
 	}
@@ -86,7 +89,10 @@ func (m *message) senderAddresses() map[string]bool {
 			}
 		}
 	}
-	addAll(&m.top, "to", "cc", "delivered-to", "x-original-to", "from", "return-path", "reply-to")
+	if m.depth == 0 {
+		addAll(&m.top, "to", "cc", "delivered-to", "x-original-to")
+	}
+	addAll(&m.top, "from", "return-path", "reply-to")
 	if m.returned != nil {
 		addAll(m.returned, "from", "return-path", "sender", "reply-to", "x-envelope-from")
 	}
@@ -245,7 +251,9 @@ func (m *message) looksLikeBounce(nc *noticeContext) bool {
 	sender := containsAny(from, bounceSenders)
 	subj := containsAny(subject, bounceSubjects)
 	phrase := bouncePhraseSet.contains(nc.lower)
-	null := strings.TrimSpace(m.top.get("return-path")) == "<>"
+	// A message returned inside a bounce is read as one on its wording
+	// alone: its own header is whatever the wrapping gateway made of it.
+	null := strings.TrimSpace(m.top.get("return-path")) == "<>" || m.depth > 0
 	switch {
 	case phrase && (sender || subj || null):
 		return true
@@ -389,3 +397,55 @@ func (nc *noticeContext) hasVerdict() bool {
 }
 
 var bouncePhraseSet = newPhraseSet(bouncePhrases...)
+
+// needsNested tells whether the report said too little about its failed
+// recipients to stand alone: no recipient, or no reason for any of them.
+// Gateways and virus scanners that relay a bounce wrap it whole, and the
+// wrapped one then names the recipient and the remote server's reply.
+func (m *message) needsNested(res *Result) bool {
+	if len(m.returnedRaw) == 0 || m.depth >= maxNested {
+		return false
+	}
+	if res.Kind == KindComplaint || res.Kind == KindAutoreply {
+		return false
+	}
+	for _, rc := range res.Recipients {
+		if rc.Reason != "undefined" && rc.Reason != "" {
+			return false
+		}
+	}
+	return m.returned != nil
+}
+
+// useNested reads the returned message as a report of its own and takes
+// its recipients when it has a reason for them, keeping the identifiers of
+// both for correlation.
+func (m *message) useNested(res *Result) {
+	inner := newMessageDepth(normalizeNewlines(m.returnedRaw), m.depth+1)
+	var nr Result
+	nr.Kind = KindNone
+	inner.analyse(&nr)
+	if !nr.IsBounce || len(nr.Recipients) == 0 {
+		return
+	}
+	for _, rc := range nr.Recipients {
+		if rc.Reason == "undefined" {
+			return
+		}
+	}
+	res.Recipients = nr.Recipients
+	res.Kind = nr.Kind
+	res.CandidateAddresses = append(res.CandidateAddresses, nr.CandidateAddresses...)
+	if nr.EnvelopeID != "" {
+		res.EnvelopeID = nr.EnvelopeID
+	}
+	if nr.OriginalMessageID != "" {
+		res.OriginalMessageID = nr.OriginalMessageID
+	}
+	for k, v := range nr.OriginalHeaders {
+		if res.OriginalHeaders == nil {
+			res.OriginalHeaders = map[string]string{}
+		}
+		res.OriginalHeaders[k] = v
+	}
+}

@@ -16,11 +16,17 @@ type message struct {
 	feedback   []string // message/feedback-report bodies
 	reportType string
 	returned   *header
-	parts      int
+	// returnedRaw is the whole returned message when a MIME part carried
+	// it: a gateway may return a bounce that tells more than its own notice.
+	returnedRaw []byte
+	depth       int // how many returned messages this one is nested in
+	parts       int
 }
 
-func newMessage(raw []byte) *message {
-	m := &message{}
+func newMessage(raw []byte) *message { return newMessageDepth(raw, 0) }
+
+func newMessageDepth(raw []byte, depth int) *message {
+	m := &message{depth: depth}
 	h, body := parseHeader(raw)
 	m.top = h
 	m.walk(h, body, 0)
@@ -84,6 +90,9 @@ func (m *message) walk(h header, body []byte, depth int) {
 		m.feedback = append(m.feedback, toUTF8(data, "utf-8"))
 	case "message/rfc822", "message/global", "message/partial", "text/rfc822-headers",
 		"text/rfc822-header", "message/rfc822-headers", "message/global-headers":
+		if m.returned == nil && (ct == "message/rfc822" || ct == "message/global") {
+			m.returnedRaw = data
+		}
 		m.setReturned(data)
 	case "text/html":
 		m.html = append(m.html, stripHTML(toUTF8(data, params["charset"])))

@@ -51,6 +51,14 @@ func TestParseFixtures(t *testing.T) {
 		{"quoted-printable.eml", KindSoft, true, []wantRecipient{{"postfach@behörde.example", "5.2.2", "mailboxfull", false}}},
 		{"truncated.eml", KindHard, true, []wantRecipient{{"cut@short.example", "5.1.1", "userunknown", true}}},
 		{"notbounce.eml", KindNone, false, nil},
+		// A security gateway returns the bounce it got, whole: the inner
+		// report names the reply.
+		{"gateway-nested.eml", KindHard, true, []wantRecipient{{"attache@embassy.example", "5.1.1", "userunknown", true}}},
+		// m-FILTER: Japanese prose, the reply and the SMTP command under
+		// dashed labels; "No such user" answering DATA is a filter.
+		{"mfilter.eml", KindSoft, true, []wantRecipient{{"secretariat@ministry.example", "5.2.0", "filtered", false}}},
+		{"exim3.eml", KindHard, true, []wantRecipient{{"office@nonexistent-ministry.example", "5.1.2", "hostunknown", true}}},
+		{"ses-wrapped.eml", KindSoft, true, []wantRecipient{{"press@full.example", "5.2.2", "mailboxfull", false}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.file, func(t *testing.T) {

@@ -116,6 +116,8 @@ var returnedMarkers = []string{
 	"message follows",
 	"--- original message",
 	"the attachment contains the original",
+	"-------original mail info", // m-FILTER
+	"message text follows",      // Exim 3, smail
 }
 
 // recipientLabels are lower-case words that, right before an address,
@@ -184,6 +186,8 @@ var bouncePhrases = []string{
 	"your message to",                                   // Notes, Courier
 	"error: invalid user",                               // James
 	"duplicated message-id",                             // fml loop alert
+	"-------server message",                             // m-FILTER
+	"failed addresses follow",                           // Exim 3, smail
 }
 
 // autoReplySubjects are lower-case subject fragments of auto-replies.
