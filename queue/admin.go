@@ -137,7 +137,7 @@ func (a *Admin) QueueStats(ctx context.Context) ([]QueueCount, error) {
 	for _, q := range Queues {
 		info, err := a.inspector.GetQueueInfo(q)
 		if err != nil {
-			if errors.Is(err, asynq.ErrQueueNotFound) || strings.Contains(err.Error(), "not found") {
+			if errors.Is(err, asynq.ErrQueueNotFound) || containsAny(err.Error(), "not found", "NOT_FOUND", "does not exist") {
 				continue
 			}
 			return nil, fmt.Errorf("queue %s: %w", q, err)

@@ -196,5 +196,5 @@ func isAlreadyPaused(err error) bool {
 }
 
 func isNotPaused(err error) bool {
-	return err != nil && containsAny(err.Error(), "not paused", "queue not found", "not found")
+	return err != nil && containsAny(err.Error(), "not paused", "not found", "NOT_FOUND", "does not exist")
 }
