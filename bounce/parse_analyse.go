@@ -165,9 +165,9 @@ func (m *message) fromDSN(res *Result, notice string, exclude map[string]bool, n
 			res.EnvelopeID = rep.envelopeID
 		}
 		for _, d := range rep.recips {
-			addr := firstAddress(d.final)
+			addr := dsnAddress(d.final)
 			if addr == "" {
-				addr = firstAddress(d.original)
+				addr = dsnAddress(d.original)
 			}
 			if addr == "" && len(rep.recips) == 1 {
 				// A report that names no usable recipient (seen: a bare
@@ -268,18 +268,24 @@ func (m *message) fromText(res *Result, notice string, exclude map[string]bool, 
 	global := codeLines(notice)
 	if xf := m.top.all("x-failed-recipients"); len(xf) > 0 {
 		var fixed []textRecipient
+		matched := 0
 		for _, v := range xf {
 			for _, a := range allAddresses(v) {
 				tr := textRecipient{addr: a}
 				for _, t := range text {
 					if strings.EqualFold(t.addr, a) {
 						tr.diag, tr.phase = t.diag, t.phase
+						matched++
 					}
 				}
 				fixed = append(fixed, tr)
 			}
 		}
-		if len(fixed) > 0 {
+		// The header decides which addresses failed, unless the prose
+		// names as many, each with its own diagnostic, and the two
+		// differ only in spelling (a rewritten domain, an alias): the
+		// prose then shows the address as it was sent.
+		if len(fixed) > 0 && !(matched < len(fixed) && len(text) == len(fixed) && sameMailboxes(fixed, text)) {
 			text = fixed
 		}
 	}
@@ -448,4 +454,22 @@ func (m *message) useNested(res *Result) {
 		}
 		res.OriginalHeaders[k] = v
 	}
+}
+
+// sameMailboxes tells whether the prose names, with a diagnostic each,
+// the same local parts as the header, in the same order.
+func sameMailboxes(header, prose []textRecipient) bool {
+	for i, t := range prose {
+		if t.diag == "" || !strings.EqualFold(localPart(t.addr), localPart(header[i].addr)) {
+			return false
+		}
+	}
+	return true
+}
+
+func localPart(addr string) string {
+	if at := strings.LastIndexByte(addr, '@'); at >= 0 {
+		return addr[:at]
+	}
+	return addr
 }

@@ -99,6 +99,18 @@ func parseDSN(text string) dsnReport {
 	return rep
 }
 
+// dsnAddress returns the address of an address-type DSN field value
+// ("rfc822; user@host"). The value is one address by definition, so a
+// host without a dot (a local relay's name) is accepted, which the
+// scanner for prose rightly refuses.
+func dsnAddress(v string) string {
+	a := strings.Trim(strings.TrimSpace(typedValue(v)), "<>")
+	if at := strings.IndexByte(a, '@'); at > 0 && at < len(a)-1 && !strings.ContainsAny(a, " \t,;<>()\"") {
+		return a
+	}
+	return firstAddress(v)
+}
+
 // typedValue strips the "type;" prefix of DSN fields like
 // "rfc822; user@example.org" or "smtp; 550 ...".
 func typedValue(v string) string {

@@ -59,6 +59,11 @@ func TestParseFixtures(t *testing.T) {
 		{"mfilter.eml", KindSoft, true, []wantRecipient{{"secretariat@ministry.example", "5.2.0", "filtered", false}}},
 		{"exim3.eml", KindHard, true, []wantRecipient{{"office@nonexistent-ministry.example", "5.1.2", "hostunknown", true}}},
 		{"ses-wrapped.eml", KindSoft, true, []wantRecipient{{"press@full.example", "5.2.2", "mailboxfull", false}}},
+		// X-Failed-Recipients has the rewritten domain; the prose has the
+		// address as sent, with its diagnostic.
+		{"exim-rewritten.eml", KindHard, true, []wantRecipient{{"press@mfa.gov.example", "5.1.1", "userunknown", true}}},
+		// A Final-Recipient on a host without a dot is still an address.
+		{"postfix-local.eml", KindSoft, true, []wantRecipient{{"clerk@mailhub0", "5.2.0", "systemerror", false}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.file, func(t *testing.T) {
@@ -160,6 +165,22 @@ func TestParseDegenerate(t *testing.T) {
 				t.Errorf("kind = %q on error", res.Kind)
 			}
 		})
+	}
+}
+
+func TestDSNAddress(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"rfc822; user@example.org", "user@example.org"},
+		{"rfc822;<user@example.org>", "user@example.org"},
+		{"RFC822; clerk@mailhub0", "clerk@mailhub0"},
+		{"rfc822; Some One <one@example.org>", "one@example.org"},
+		{"rfc822; @host", ""},
+		{"", ""},
+	}
+	for _, tc := range tests {
+		if got := dsnAddress(tc.in); got != tc.want {
+			t.Errorf("dsnAddress(%q) = %q, want %q", tc.in, got, tc.want)
+		}
 	}
 }
 
