@@ -140,6 +140,9 @@ type classifyInput struct {
 	temp        bool   // the notice says the failure is temporary (a warning)
 	phase       string // the SMTP command the failure answered, when the prose says
 	verdict     bool   // the reporting MTA itself says the address does not exist
+	// localMailer says the diagnostic comes from a local delivery program
+	// (Diagnostic-Code type x-unix: pipe, procmail, a mailer script).
+	localMailer bool
 }
 
 // sesWrapped matches the way Amazon SES (and relays built like it) wrap
@@ -217,8 +220,17 @@ func classify(rc *Recipient, in classifyInput) {
 	var ru *rule
 	if class != '2' {
 		var anyRule *rule
+		if remote := remoteReply(diagLower); remote != "" {
+			// What the remote server said is more specific than the
+			// reporting MTA's summary around it ("sender was rejected").
+			ru = matchRule(remote, false)
+		}
 		if diagLower != "" {
-			ru, anyRule = defaultMatcher.matchBoth(diagLower, true)
+			var strong *rule
+			strong, anyRule = defaultMatcher.matchBoth(diagLower, true)
+			if ru == nil {
+				ru = strong
+			}
 		}
 		if ru != nil && ru.reason == "expired" {
 			// "Gave up after N hours" says when, not why: a cause named
@@ -326,6 +338,14 @@ func classify(rc *Recipient, in classifyInput) {
 			st = string(st[0]) + ".2.0"
 		}
 	}
+	if in.localMailer && action == "failed" {
+		switch reason {
+		case "undefined", "expired", "networkerror", "delayed":
+			// A local delivery program failed; whatever it printed,
+			// the fault is on the receiving system.
+			reason = "systemerror"
+		}
+	}
 	if action == "failed" && reason == "hostunknown" && statusClass(st) == '4' {
 		// A temporary DNS answer (SERVFAIL, a lookup timeout) is a
 		// network problem, not proof that the domain does not exist.
@@ -403,6 +423,21 @@ var verdictPhrases = []string{
 }
 
 var verdictSet = newPhraseSet(verdictPhrases...)
+
+// remoteReplyMarkers introduce, in a reporting MTA's prose, the reply the
+// remote server gave.
+var remoteReplyMarkers = []string{"remote host said:", "the error that the other server returned was:", "the response was:", "the response from the remote server was:"}
+
+// remoteReply returns the lower-cased text after a remoteReplyMarkers
+// phrase, or "".
+func remoteReply(lower string) string {
+	for _, m := range remoteReplyMarkers {
+		if i := strings.Index(lower, m); i >= 0 {
+			return lower[i+len(m):]
+		}
+	}
+	return ""
+}
 
 // timedOut tells whether a lower-cased diagnostic blames timeouts, the
 // usual story of a delivery that was retried until the MTA gave up.

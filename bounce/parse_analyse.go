@@ -215,7 +215,8 @@ func (m *message) fromDSN(res *Result, notice string, exclude map[string]bool, n
 				}
 			}
 			rc := Recipient{Address: addr, Diagnostic: truncate(diag, maxDiagnostic), RemoteMTA: d.remoteMTA}
-			classify(&rc, classifyInput{status: d.status, action: d.action, diag: diag, notice: nc, noticePhase: len(rep.recips) == 1, phase: phase})
+			classify(&rc, classifyInput{status: d.status, action: d.action, diag: diag, notice: nc, noticePhase: len(rep.recips) == 1, phase: phase,
+				localMailer: d.diagType == "x-unix"})
 			res.Recipients = append(res.Recipients, rc)
 		}
 	}

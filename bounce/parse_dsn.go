@@ -8,6 +8,7 @@ import (
 // dsnRecipient is one per-recipient field group of an RFC 3464 report.
 type dsnRecipient struct {
 	final, original, action, status, diag, remoteMTA string
+	diagType                                         string // "smtp", "x-unix", ... lower-cased
 }
 
 func (r dsnRecipient) empty() bool {
@@ -91,6 +92,9 @@ func parseDSN(text string) dsnReport {
 			cur.status = value
 		case "diagnostic-code":
 			cur.diag = typedValue(value)
+			if t, _, ok := strings.Cut(value, ";"); ok && len(t) < 20 {
+				cur.diagType = strings.ToLower(strings.TrimSpace(t))
+			}
 		case "remote-mta":
 			cur.remoteMTA = typedValue(value)
 		}
