@@ -6,11 +6,40 @@
 // than one message in any window. It knows nothing of asynq; the queue
 // package schedules tasks for the slots this package hands out.
 //
+// The schedule and the gate keep separate books, and the schedule uses two
+// models:
+//
+//   - The first limit of a delivery is its own queue: the target address.
+//     Its schedule is append-only: a next free time ("tat") that each
+//     reservation moves one interval past the slot it books. A target's
+//     backlog lines up behind itself and nowhere else.
+//   - Every other limit (domain, global, campaign) is shared by many targets.
+//     It is booked in time buckets that later reservations may fill wherever
+//     they have room: one bucket per max(1 s, interval), holding as many
+//     bookings as the rate allows in that width. A shared key is busy only
+//     as far ahead as its buckets are full, so a slot booked a week ahead
+//     for a slow target takes one place in a bucket a week ahead and costs
+//     the other targets nothing now.
+//
+// An append-only schedule on the shared keys too would be exact, but it
+// would block the head of the line: one delivery to a target booked a week
+// ahead would push the global and domain schedules a week ahead, and every
+// later delivery to any idle target would wait behind it. The buckets give
+// up exact spacing on the shared keys instead, and only within a bucket:
+// a bucket's bookings may fall close together. That is enough, because the
+// schedule only has to wake tasks at about the right time (asynq schedules
+// to the second anyway); Acquire enforces the exact spacing of every key,
+// shared ones included, at send time.
+//
 // All times come from the Redis clock (TIME), never the caller's, so
-// instances with skewed clocks still agree on one schedule. Each key is a
-// hash with two fields in microseconds: "tat", the next free slot of the
-// schedule, and "last", the latest booked actual send. Keys expire shortly
-// after their latest booking, so idle targets cost nothing.
+// instances with skewed clocks still agree on one schedule. Each limit key is
+// a hash with fields in microseconds: "tat" (address keys only), the next
+// free slot of the schedule, and "last", the latest booked actual send. A
+// shared key's bookings are counted in one string key per bucket that holds
+// any, KEY:b:<width µs>:<bucket index>, about 130 bytes each; naming the
+// width keeps counts made under an old limit apart from a new one. Every key
+// expires shortly after it stops mattering (a bucket about 10 s after it
+// ends), so idle targets and past buckets cost nothing.
 package pacing
 
 import (
@@ -26,6 +55,16 @@ import (
 // mattering, so rounding and replica lag never drop live state early.
 const keyGraceMillis = 10_000
 
+// defaultMaxScan bounds how many full buckets one reservation may step over
+// before it gives up with an error. A shared key is full only as far ahead as
+// the schedule reaches, and a target's own schedule starts its next
+// reservation near that edge, so a real scan is short; only a target new to a
+// deeply booked shared key walks far, once. Each step costs about 2 µs of
+// Redis time (BenchmarkReserveScan), so the bound caps a call at about
+// 200 ms, and a schedule 100,000 buckets deep on a shared key (28 hours at
+// 1-second buckets) is a limit far too tight for its load.
+const defaultMaxScan = 100_000
+
 // luaPrelude reads the Redis clock. replicate_commands lets a script that
 // called TIME write on Redis before 5.0; on newer servers it is a no-op.
 const luaPrelude = `
@@ -40,27 +79,71 @@ local function keep(k, horizon)
 end
 `
 
-// reserveLua: ARGV = grace ms, notBefore µs, interval µs per key.
-// Returns the booked slot in µs.
+// reserveLua: KEYS[1] is the own (address) key, KEYS[2..] the shared keys.
+// ARGV = grace ms, notBefore µs, scan bound, the own key's interval µs, then
+// per shared key its bucket width µs and capacity. Returns the slot in µs.
+//
+// The bucket keys are built inside the script, not passed in KEYS. Redis
+// Cluster requires a script to declare its keys so that they can be routed;
+// an undeclared key is safe only because bucketKey extends KEYS[i], whose
+// hash tag ({pace}) it keeps, so it always lives on the same slot.
 const reserveLua = luaPrelude + `
 local slot = now
 local nb = tonumber(ARGV[2])
 if nb > slot then slot = nb end
-local last = {}
-for i, k in ipairs(KEYS) do
-  local v = redis.call('HMGET', k, 'tat', 'last')
-  local tat = tonumber(v[1])
-  if tat and tat > slot then slot = tat end
-  last[i] = tonumber(v[2]) or 0
+local n = #KEYS
+if n == 0 then return slot end
+local own = KEYS[1]
+local v = redis.call('HMGET', own, 'tat', 'last')
+local tat = tonumber(v[1])
+if tat and tat > slot then slot = tat end
+
+local function bucketKey(i, w, b) return KEYS[i] .. ':b:' .. fmt(w) .. ':' .. fmt(b) end
+-- floor(t / w), exact even where the float quotient rounds up to an integer.
+local function bucketOf(t, w)
+  local b = math.floor(t / w)
+  if b * w > t then b = b - 1 elseif (b + 1) * w <= t then b = b + 1 end
+  return b
 end
-for i, k in ipairs(KEYS) do
-  local iv = tonumber(ARGV[i + 2])
-  local tat = slot + iv
-  redis.call('HSET', k, 'tat', fmt(tat))
-  local horizon = tat
-  if last[i] + iv > horizon then horizon = last[i] + iv end
-  keep(k, horizon)
+
+-- Walk the shared keys round-robin until n-1 in a row have room at slot;
+-- a full bucket moves slot to the start of the next bucket of that key.
+local maxScan = tonumber(ARGV[3])
+local scanned, i, clear = 0, 2, 0
+local bucket = {}
+while clear < n - 1 do
+  local w, c = tonumber(ARGV[2 * i + 1]), tonumber(ARGV[2 * i + 2])
+  local b = bucketOf(slot, w)
+  local cnt = tonumber(redis.call('GET', bucketKey(i, w, b))) or 0
+  if cnt >= c then
+    scanned = scanned + 1
+    if scanned > maxScan then
+      return redis.error_reply('ERR ' .. KEYS[i] .. ' still full after stepping over ' .. fmt(maxScan) .. ' buckets')
+    end
+    slot = (b + 1) * w
+    clear = 0
+  else
+    bucket[i] = b
+    clear = clear + 1
+  end
+  i = i + 1
+  if i > n then i = 2 end
 end
+
+for j = 2, n do
+  local w = tonumber(ARGV[2 * j + 1])
+  local k = bucketKey(j, w, bucket[j])
+  redis.call('INCR', k)
+  redis.call('PEXPIREAT', k, math.ceil((bucket[j] + 1) * w / 1000) + tonumber(ARGV[1]))
+end
+
+local iv = tonumber(ARGV[4])
+local ntat = slot + iv
+redis.call('HSET', own, 'tat', fmt(ntat))
+local horizon = ntat
+local last = tonumber(v[2])
+if last and last + iv > horizon then horizon = last + iv end
+keep(own, horizon)
 return slot
 `
 
@@ -122,6 +205,8 @@ type Limiter struct {
 	reserve *redis.Script
 	acquire *redis.Script
 	backlog *redis.Script
+	// maxScan bounds the full buckets one Reserve may step over.
+	maxScan int
 }
 
 // New returns a Limiter on rdb.
@@ -131,23 +216,40 @@ func New(rdb redis.UniversalClient) *Limiter {
 		reserve: redis.NewScript(reserveLua),
 		acquire: redis.NewScript(acquireLua),
 		backlog: redis.NewScript(backlogLua),
+		maxScan: defaultMaxScan,
 	}
 }
 
-// Reserve books the earliest send slot at or after max(Redis now, notBefore)
-// that honours every limit at once, and records it. Per key the schedule keeps
-// a next free time (tat): slot = max(now, notBefore, tat of every key), and
-// then each tat becomes slot + its interval. The caller schedules the delivery
-// for the returned slot, so a backlog of any size waits without cost.
+// Reserve books a send slot at or after max(Redis now, notBefore) that
+// honours every limit at once, and records it. The caller schedules the
+// delivery for the returned slot, so a backlog of any size waits without
+// cost.
 //
-// The schedule only moves forward: a notBefore beyond a key's tat leaves a gap
-// that later reservations do not fill. Use notBefore for the near future
-// (a campaign start); a retry far ahead should wait on its own timer and pass
-// through Acquire when it fires, not reserve a slot on the shared schedule.
+// The first limit is the delivery's own queue, its target address; callers
+// pass [address, domain, global, campaign] in that order. On it the schedule
+// is append-only: the slot is at or after its next free time (tat), and tat
+// becomes slot + its interval. Its backlog never delays anyone else.
+//
+// The other limits are shared, and booked in buckets of width
+// max(1 s, interval) holding floor(width × rate) bookings each (50/s: 50 per
+// second; 600/h: 1 per 6 s). Starting from the address's free time, the slot
+// moves to the start of the next bucket of any shared key whose bucket is
+// full, until every shared key has room; then each counts the booking. A
+// bucket left with room, say by a slow target booked far ahead, is filled
+// by later reservations, so a shared key blocks only as far ahead as it is
+// really full. Within a bucket the slots may fall close together: Acquire
+// spaces the actual sends.
+//
+// On the address the schedule only moves forward: a notBefore beyond its tat
+// leaves a gap that later reservations for it do not fill. Use notBefore for
+// the near future (a campaign start); a retry far ahead should wait on its own
+// timer and pass through Acquire when it fires, not reserve a slot.
 //
 // A zero notBefore means now. With no limits the slot is max(now, notBefore).
+// Reserve fails, naming the key, when a shared key is full for more than
+// 100,000 buckets after the address's free time.
 func (l *Limiter) Reserve(ctx context.Context, limits []Limit, notBefore time.Time) (time.Time, error) {
-	keys, ivs, err := prepare(limits)
+	keys, ivs, rates, err := prepare(limits)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("pacing: reserve: %w", err)
 	}
@@ -155,9 +257,16 @@ func (l *Limiter) Reserve(ctx context.Context, limits []Limit, notBefore time.Ti
 	if !notBefore.IsZero() {
 		nb = notBefore.UnixMicro()
 	}
-	args := make([]any, 0, 2+len(ivs))
-	args = append(args, keyGraceMillis, nb)
-	args = append(args, ivs...)
+	args := make([]any, 0, 2+2*len(keys))
+	args = append(args, keyGraceMillis, nb, l.maxScan)
+	for i := range keys {
+		if i == 0 {
+			args = append(args, ivs[0])
+			continue
+		}
+		w, c := rates[i].bucket()
+		args = append(args, w, c)
+	}
 	slot, err := l.reserve.Run(ctx, l.rdb, keys, args...).Int64()
 	if err != nil {
 		return time.Time{}, fmt.Errorf("pacing: reserve %v: %w", keys, err)
@@ -177,7 +286,7 @@ func (l *Limiter) Reserve(ctx context.Context, limits []Limit, notBefore time.Ti
 // at is on the Redis clock; instances are expected to keep their clocks in
 // step with it (NTP), since the sleep until at uses the local clock.
 func (l *Limiter) Acquire(ctx context.Context, limits []Limit, maxWait time.Duration) (time.Time, bool, error) {
-	keys, ivs, err := prepare(limits)
+	keys, ivs, _, err := prepare(limits)
 	if err != nil {
 		return time.Time{}, false, fmt.Errorf("pacing: acquire: %w", err)
 	}
@@ -197,9 +306,10 @@ func (l *Limiter) Acquire(ctx context.Context, limits []Limit, maxWait time.Dura
 	return time.UnixMicro(res[0]), res[1] == 1, nil
 }
 
-// Backlog returns, per key, how far ahead of Redis now its next free slot
-// lies (0 when free now): the backlog figure of a target, ready for a gauge.
-// Keys never reserved, or long idle, report 0.
+// Backlog returns, per address key, how far ahead of Redis now its next free
+// slot (tat) lies (0 when free now): the backlog figure of a target, ready
+// for a gauge. Keys never reserved, or long idle, report 0, and so do shared
+// keys, which Reserve books in buckets and keeps no tat for.
 func (l *Limiter) Backlog(ctx context.Context, keys ...string) (map[string]time.Duration, error) {
 	out := make(map[string]time.Duration, len(keys))
 	if len(keys) == 0 {
@@ -231,28 +341,33 @@ func (l *Limiter) Forget(ctx context.Context, keys ...string) error {
 }
 
 // prepare validates limits and merges repeats of one key, keeping the slowest
-// rate, since the script writes each key once and the strictest limit must win.
-func prepare(limits []Limit) ([]string, []any, error) {
+// rate, since the script writes each key once and the strictest limit must
+// win. The keys keep the order of their first appearance, so the first limit
+// stays first.
+func prepare(limits []Limit) ([]string, []any, []Rate, error) {
 	keys := make([]string, 0, len(limits))
 	ivs := make([]any, 0, len(limits))
+	rates := make([]Rate, 0, len(limits))
 	seen := make(map[string]int, len(limits))
 	for _, lim := range limits {
 		if lim.Key == "" {
-			return nil, nil, errors.New("limit with an empty key")
+			return nil, nil, nil, errors.New("limit with an empty key")
 		}
 		if err := lim.Rate.valid(); err != nil {
-			return nil, nil, fmt.Errorf("limit on %q: %w", lim.Key, err)
+			return nil, nil, nil, fmt.Errorf("limit on %q: %w", lim.Key, err)
 		}
 		iv := lim.Rate.intervalMicros()
 		if i, ok := seen[lim.Key]; ok {
 			if iv > ivs[i].(int64) {
 				ivs[i] = iv
+				rates[i] = lim.Rate
 			}
 			continue
 		}
 		seen[lim.Key] = len(keys)
 		keys = append(keys, lim.Key)
 		ivs = append(ivs, iv)
+		rates = append(rates, lim.Rate)
 	}
-	return keys, ivs, nil
+	return keys, ivs, rates, nil
 }

@@ -154,21 +154,53 @@ type booked struct {
 	mu     sync.Mutex
 	limits map[string]Limit
 	times  map[string][]time.Time
+	own    map[string]bool // keys that came first in their limits
 	all    []time.Time
 }
 
 func newBooked() *booked {
-	return &booked{limits: map[string]Limit{}, times: map[string][]time.Time{}}
+	return &booked{limits: map[string]Limit{}, times: map[string][]time.Time{}, own: map[string]bool{}}
 }
 
 func (b *booked) add(limits []Limit, at time.Time) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for _, l := range limits {
+	for i, l := range limits {
 		b.limits[l.Key] = l
 		b.times[l.Key] = append(b.times[l.Key], at)
+		if i == 0 {
+			b.own[l.Key] = true
+		}
 	}
 	b.all = append(b.all, at)
+}
+
+// assertScheduled checks reserved slots against the schedule's two models:
+// an own (address) key's slots at least one interval apart, and a shared
+// key never holding more than its capacity in one of its buckets.
+func (b *booked) assertScheduled(t *testing.T) {
+	t.Helper()
+	if len(b.limits) == 0 {
+		t.Fatal("nothing booked")
+	}
+	for k, l := range b.limits {
+		if b.own[k] {
+			if g := minGap(b.times[k]); g < l.Rate.Interval() {
+				t.Errorf("%s at %s: two slots %v apart, want at least %v", k, l.Rate, g, l.Rate.Interval())
+			}
+			continue
+		}
+		w, c := l.Rate.bucket()
+		per := map[int64]int64{}
+		for _, at := range b.times[k] {
+			per[at.UnixMicro()/w]++
+		}
+		for bk, n := range per {
+			if n > c {
+				t.Errorf("%s at %s: %d slots in bucket %d, capacity %d", k, l.Rate, n, bk, c)
+			}
+		}
+	}
 }
 
 func (b *booked) assertPaced(t *testing.T) {
@@ -192,32 +224,191 @@ func (b *booked) assertDistinct(t *testing.T) {
 	}
 }
 
-func TestReserveHonoursEveryLimit(t *testing.T) {
+// TestReserveSpread books the acceptance shape on one Limiter: the shared
+// keys stay within their buckets, each address is spaced, and the schedule
+// is packed at the binding rate (global 50/s) rather than stretched.
+func TestReserveSpread(t *testing.T) {
 	ctx := context.Background()
 	rdb := testredis.Start(t).Client(t)
 	l := New(rdb)
 	s := newShape()
 	b := newBooked()
 	const n = 600
-	var first, last time.Time
+	start := redisNow(t, rdb)
+	var last time.Time
 	for i := 0; i < n; i++ {
 		lims := s.limits(i)
 		slot, err := l.Reserve(ctx, lims, time.Time{})
 		if err != nil {
 			t.Fatalf("reserve %d: %v", i, err)
 		}
-		if i == 0 {
-			first = slot
+		if slot.Before(start) {
+			t.Fatalf("slot %d at %v, before Redis now %v", i, slot, start)
 		}
-		last = slot
+		if slot.After(last) {
+			last = slot
+		}
 		b.add(lims, slot)
 	}
-	b.assertPaced(t)
-	b.assertDistinct(t)
-	// The global limit binds here (6×10/s and 2×30/s both exceed 50/s), so
-	// the schedule should be packed at the global rate, not stretched.
-	if span, want := last.Sub(first), (n-1)*20*time.Millisecond; span != want {
-		t.Errorf("%d slots span %v, want %v (global 50/s)", n, span, want)
+	b.assertScheduled(t)
+	// 600 at 50 per second fill 12 buckets; the first is the one holding
+	// now, so the last slot falls in the 12th or, if the first bucket was
+	// nearly over, the 13th.
+	first := start.Truncate(time.Second)
+	if lo, hi := first.Add(11*time.Second), first.Add(13*time.Second); last.Before(lo) || !last.Before(hi) {
+		t.Errorf("last of %d slots at %v after the first bucket, want in [11s, 13s) (global 50/s)", n, last.Sub(first))
+	}
+}
+
+// TestReserveNoHeadOfLineBlocking is the case the bucket model exists for: a
+// deep backlog on a slow address must not hold back a fast address that
+// shares a domain, the global or a campaign key with it.
+func TestReserveNoHeadOfLineBlocking(t *testing.T) {
+	ctx := context.Background()
+	rdb := testredis.Start(t).Client(t)
+	l := New(rdb)
+	global := Limit{Key: rkeys.PaceGlobal, Rate: MustParseRate("50/s")}
+	tests := []struct {
+		name   string
+		shared []Limit
+	}{
+		{"same domain and global", []Limit{{Key: rkeys.PaceDomain("d0.example"), Rate: MustParseRate("30/s")}, global}},
+		{"global only", []Limit{global}},
+		{"domain, global and campaign", []Limit{{Key: rkeys.PaceDomain("d2.example"), Rate: MustParseRate("30/s")}, global,
+			{Key: rkeys.PaceCampaign("c2"), Rate: MustParseRate("40/s")}}},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			slow := append([]Limit{{Key: rkeys.PaceAddress(fmt.Sprintf("slow%d@x.example", i)), Rate: MustParseRate("1/m")}}, tt.shared...)
+			fast := append([]Limit{{Key: rkeys.PaceAddress(fmt.Sprintf("fast%d@x.example", i)), Rate: MustParseRate("10/s")}}, tt.shared...)
+			var slowLast time.Time
+			for j := 0; j < 1000; j++ {
+				s, err := l.Reserve(ctx, slow, time.Time{})
+				if err != nil {
+					t.Fatalf("slow reserve %d: %v", j, err)
+				}
+				slowLast = s
+			}
+			before := redisNow(t, rdb)
+			if ahead := slowLast.Sub(before); ahead < 998*time.Minute {
+				t.Fatalf("slow address booked only %v ahead; the scenario needs about 999 minutes", ahead)
+			}
+			prev := time.Time{}
+			for j := 0; j < 5; j++ {
+				slot, err := l.Reserve(ctx, fast, time.Time{})
+				if err != nil {
+					t.Fatalf("fast reserve %d: %v", j, err)
+				}
+				if d := slot.Sub(before); d < 0 || d > 1500*time.Millisecond {
+					t.Fatalf("fast slot %d is %v after Redis now, want within about a second", j, d)
+				}
+				if j > 0 && slot.Sub(prev) < 100*time.Millisecond {
+					t.Fatalf("fast slots %d and %d only %v apart, want 100ms", j-1, j, slot.Sub(prev))
+				}
+				prev = slot
+			}
+		})
+	}
+}
+
+// TestReserveFillsGaps pins the bucket walk on a shared key of capacity one
+// per second: a slot booked ahead leaves the buckets before it free for later
+// reservations, which fill them in order and step over the taken one.
+func TestReserveFillsGaps(t *testing.T) {
+	ctx := context.Background()
+	rdb := testredis.Start(t).Client(t)
+	l := New(rdb)
+	global := Limit{Key: rkeys.PaceGlobal, Rate: MustParseRate("1/s")}
+	// Every reservation starts from anchor, so the result does not depend on
+	// how long the calls take.
+	anchor := redisNow(t, rdb).Truncate(time.Second).Add(5 * time.Second)
+	lims := func(addr string) []Limit {
+		return []Limit{{Key: rkeys.PaceAddress(addr), Rate: MustParseRate("1/s")}, global}
+	}
+	ahead, err := l.Reserve(ctx, lims("ahead@x.example"), anchor.Add(3*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ahead.Equal(anchor.Add(3 * time.Second)) {
+		t.Fatalf("slot booked ahead at %v, want %v", ahead, anchor.Add(3*time.Second))
+	}
+	want := []time.Duration{0, time.Second, 2 * time.Second, 4 * time.Second, 5 * time.Second}
+	for i, w := range want {
+		slot, err := l.Reserve(ctx, lims(fmt.Sprintf("a%d@x.example", i)), anchor)
+		if err != nil {
+			t.Fatalf("reserve %d: %v", i, err)
+		}
+		if got := slot.Sub(anchor); got != w {
+			t.Errorf("reservation %d at anchor%+v, want anchor%+v", i, got, w)
+		}
+	}
+}
+
+// TestReserveScanBound checks that a shared key full far beyond the address's
+// free time ends in an error naming the key, and that the failed call
+// records nothing.
+func TestReserveScanBound(t *testing.T) {
+	ctx := context.Background()
+	rdb := testredis.Start(t).Client(t)
+	l := New(rdb)
+	l.maxScan = 5
+	global := Limit{Key: rkeys.PaceGlobal, Rate: MustParseRate("1/s")}
+	anchor := redisNow(t, rdb).Truncate(time.Second).Add(5 * time.Second)
+	tests := []struct {
+		addr    string
+		wantErr bool
+	}{
+		// Reservation k steps over k full buckets: 0..5 are allowed.
+		{"b0@x.example", false}, {"b1@x.example", false}, {"b2@x.example", false},
+		{"b3@x.example", false}, {"b4@x.example", false}, {"b5@x.example", false},
+		{"b6@x.example", true},
+	}
+	for _, tt := range tests {
+		addr := rkeys.PaceAddress(tt.addr)
+		_, err := l.Reserve(ctx, []Limit{{Key: addr, Rate: MustParseRate("1/s")}, global}, anchor)
+		if tt.wantErr {
+			if err == nil || !strings.Contains(err.Error(), rkeys.PaceGlobal+" still full") {
+				t.Fatalf("%s: err = %v, want one naming %s as full", tt.addr, err, rkeys.PaceGlobal)
+			}
+			if n, err := rdb.Exists(ctx, addr).Result(); err != nil || n != 0 {
+				t.Fatalf("%s: failed reserve wrote its address key (%d, %v)", tt.addr, n, err)
+			}
+		} else if err != nil {
+			t.Fatalf("%s: %v", tt.addr, err)
+		}
+	}
+	keys, err := rdb.Keys(ctx, rkeys.PaceGlobal+":b:*").Result()
+	if err != nil || len(keys) != 6 {
+		t.Fatalf("global bucket keys = %v, %v; want 6", keys, err)
+	}
+}
+
+func TestReserveNoLimits(t *testing.T) {
+	ctx := context.Background()
+	rdb := testredis.Start(t).Client(t)
+	l := New(rdb)
+	before := redisNow(t, rdb)
+	tests := []struct {
+		name      string
+		notBefore time.Time
+		lo, hi    func() time.Time
+	}{
+		{"now", time.Time{}, func() time.Time { return before }, func() time.Time { return redisNow(t, rdb) }},
+		{"notBefore", before.Add(time.Hour), func() time.Time { return before.Add(time.Hour) }, func() time.Time { return before.Add(time.Hour) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			slot, err := l.Reserve(ctx, nil, tt.notBefore)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if lo, hi := tt.lo(), tt.hi(); slot.Before(lo) || slot.After(hi) {
+				t.Fatalf("slot %v, want in [%v, %v]", slot, lo, hi)
+			}
+		})
+	}
+	if n, err := rdb.DBSize(ctx).Result(); err != nil || n != 0 {
+		t.Fatalf("reserve without limits wrote %d keys (%v)", n, err)
 	}
 }
 
@@ -526,9 +717,11 @@ func TestTwoProcesses(t *testing.T) {
 		if len(b.all) != 200 {
 			t.Fatalf("booked %d, want 200", len(b.all))
 		}
-		b.assertPaced(t)
-		b.assertDistinct(t)
 	}
+	// The schedule holds to its buckets; the sends to exact spacing.
+	reserved.assertScheduled(t)
+	acquired.assertPaced(t)
+	acquired.assertDistinct(t)
 }
 
 func TestInvalidLimits(t *testing.T) {
@@ -560,23 +753,99 @@ func TestInvalidLimits(t *testing.T) {
 
 // TestRepeatedKeyTakesSlowestRate guards the merge of repeated keys: a
 // per-domain override and the default on the same key must not let the
-// faster one win.
+// faster one win, whether the key is the own key or a shared one.
 func TestRepeatedKeyTakesSlowestRate(t *testing.T) {
 	ctx := context.Background()
 	rdb := testredis.Start(t).Client(t)
 	l := New(rdb)
-	key := rkeys.PaceDomain("gmail.com")
-	lims := []Limit{{Key: key, Rate: MustParseRate("100/s")}, {Key: key, Rate: MustParseRate("1/s")}, {Key: key, Rate: MustParseRate("10/s")}}
-	a, err := l.Reserve(ctx, lims, time.Time{})
-	if err != nil {
-		t.Fatal(err)
+	rates := []Rate{MustParseRate("100/s"), MustParseRate("1/s"), MustParseRate("10/s")}
+	repeat := func(key string) []Limit {
+		out := make([]Limit, len(rates))
+		for i, r := range rates {
+			out[i] = Limit{Key: key, Rate: r}
+		}
+		return out
 	}
-	b, err := l.Reserve(ctx, lims, time.Time{})
-	if err != nil {
-		t.Fatal(err)
+	anchor := redisNow(t, rdb).Truncate(time.Second).Add(5 * time.Second)
+	tests := []struct {
+		name string
+		// limits for the first and the second reservation
+		a, b []Limit
+	}{
+		{"own key", repeat(rkeys.PaceDomain("gmail.com")), repeat(rkeys.PaceDomain("gmail.com"))},
+		{"shared key",
+			append([]Limit{{Key: rkeys.PaceAddress("r1@x.example"), Rate: MustParseRate("100/s")}}, repeat(rkeys.PaceDomain("yahoo.com"))...),
+			append([]Limit{{Key: rkeys.PaceAddress("r2@x.example"), Rate: MustParseRate("100/s")}}, repeat(rkeys.PaceDomain("yahoo.com"))...)},
 	}
-	if d := b.Sub(a); d != time.Second {
-		t.Fatalf("slots %v apart, want 1s", d)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, err := l.Reserve(ctx, tt.a, anchor)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := l.Reserve(ctx, tt.b, anchor)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := b.Sub(a); d != time.Second {
+				t.Fatalf("slots %v apart, want 1s", d)
+			}
+		})
+	}
+}
+
+// TestBucketKeysExpire checks that each bucket counter of a shared key goes
+// away a grace period after its bucket ends, and that Reserve keeps no other
+// state on a shared key.
+func TestBucketKeysExpire(t *testing.T) {
+	ctx := context.Background()
+	rdb := testredis.Start(t).Client(t)
+	l := New(rdb)
+	grace := keyGraceMillis * time.Millisecond
+	tests := []struct {
+		rate      string
+		wantWidth time.Duration
+	}{
+		{"50/s", time.Second},
+		{"600/h", 6 * time.Second},
+		{"1/m", time.Minute},
+		{"1/d", 24 * time.Hour},
+	}
+	for i, tt := range tests {
+		t.Run(tt.rate, func(t *testing.T) {
+			shared := rkeys.PaceCampaign(fmt.Sprintf("ttl%d", i))
+			lims := []Limit{
+				{Key: rkeys.PaceAddress(fmt.Sprintf("bttl%d@x.example", i)), Rate: MustParseRate("10/s")},
+				{Key: shared, Rate: MustParseRate(tt.rate)},
+			}
+			slot, err := l.Reserve(ctx, lims, time.Time{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			now := redisNow(t, rdb)
+			keys, err := rdb.Keys(ctx, shared+"*").Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			w := tt.wantWidth.Microseconds()
+			want := fmt.Sprintf("%s:b:%d:%d", shared, w, slot.UnixMicro()/w)
+			if len(keys) != 1 || keys[0] != want {
+				t.Fatalf("keys under %s = %v, want only %s", shared, keys, want)
+			}
+			if n, err := rdb.Get(ctx, want).Int(); err != nil || n != 1 {
+				t.Fatalf("bucket count = %d, %v; want 1", n, err)
+			}
+			end := time.UnixMicro((slot.UnixMicro()/w + 1) * w)
+			ttl, err := rdb.PTTL(ctx, want).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			// PEXPIREAT is absolute; allow for the time since the call and
+			// for rounding to the millisecond.
+			if lo, hi := end.Sub(now)+grace-time.Second, end.Sub(now)+grace+time.Millisecond; ttl < lo || ttl > hi {
+				t.Fatalf("bucket ttl = %v, want between %v and %v", ttl, lo, hi)
+			}
+		})
 	}
 }
 
@@ -630,7 +899,8 @@ func TestOneRoundTripPerCall(t *testing.T) {
 	}
 	// Redis counts the commands a script runs too; anything outside them
 	// would be an extra round trip.
-	inScript := map[string]bool{"evalsha": true, "time": true, "hget": true, "hmget": true, "hset": true, "pexpire": true, "config|resetstat": true}
+	inScript := map[string]bool{"evalsha": true, "time": true, "hget": true, "hmget": true, "hset": true, "pexpire": true,
+		"get": true, "incr": true, "pexpireat": true, "config|resetstat": true}
 	for name, n := range got {
 		if !inScript[name] {
 			t.Errorf("unexpected command %s called %d times", name, n)

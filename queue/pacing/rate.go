@@ -2,6 +2,7 @@ package pacing
 
 import (
 	"fmt"
+	"math/bits"
 	"strconv"
 	"strings"
 	"time"
@@ -118,4 +119,21 @@ func (r Rate) valid() error {
 		return fmt.Errorf("rate %s is faster than one send per microsecond", r)
 	}
 	return nil
+}
+
+// bucket returns the width in µs and the capacity of the buckets a shared key
+// at rate r is booked in: one interval wide and holding one booking when the
+// interval is a second or more, else one second wide and holding the whole
+// sends r allows in a second (computed from N and Per, not from the rounded
+// interval, so 3/s holds 3 and not 2).
+func (r Rate) bucket() (width, capacity int64) {
+	iv := r.intervalMicros()
+	if iv >= int64(time.Second/time.Microsecond) {
+		return iv, 1
+	}
+	// N × 1 s / Per without overflow; the quotient is at most 1,000,000
+	// because valid rates allow at most one send per microsecond.
+	hi, lo := bits.Mul64(uint64(r.N), uint64(time.Second))
+	c, _ := bits.Div64(hi, lo, uint64(r.Per))
+	return int64(time.Second / time.Microsecond), max(1, int64(c))
 }

@@ -100,3 +100,31 @@ func TestRateInterval(t *testing.T) {
 		})
 	}
 }
+
+func TestRateBucket(t *testing.T) {
+	tests := []struct {
+		rate          string
+		width, capcty int64
+	}{
+		{"50/s", 1_000_000, 50},
+		{"10/s", 1_000_000, 10},
+		{"3/s", 1_000_000, 3}, // not 2, as 1 s / the rounded-up interval would give
+		{"120/m", 1_000_000, 2},
+		{"3/2s", 1_000_000, 1}, // 1.5 per second rounds down
+		{"1/s", 1_000_000, 1},
+		{"600/h", 6_000_000, 1},
+		{"1/m", 60_000_000, 1},
+		{"10/90s", 9_000_000, 1},
+		{"7/1ms", 1_000_000, 7000},
+		{"1000000/s", 1_000_000, 1_000_000},
+		{"1000000000000/1000000h", 1_000_000, 277}, // large N does not overflow
+	}
+	for _, tt := range tests {
+		t.Run(tt.rate, func(t *testing.T) {
+			w, c := MustParseRate(tt.rate).bucket()
+			if w != tt.width || c != tt.capcty {
+				t.Fatalf("bucket() = %d µs × %d, want %d µs × %d", w, c, tt.width, tt.capcty)
+			}
+		})
+	}
+}
