@@ -94,8 +94,14 @@ if nb > slot then slot = nb end
 local n = #KEYS
 if n == 0 then return slot end
 local own = KEYS[1]
-local v = redis.call('HMGET', own, 'tat', 'last')
+local iv = tonumber(ARGV[4])
+local v = redis.call('HMGET', own, 'tat', 'last', 'iv')
 local tat = tonumber(v[1])
+-- The tat is the last booking plus the interval in force when it was made.
+-- When the limit has changed since (a reload), the next booking follows the
+-- last one at the new interval, so a raised limit takes effect at once.
+local oldiv = tonumber(v[3])
+if tat and oldiv and oldiv ~= iv then tat = tat - oldiv + iv end
 if tat and tat > slot then slot = tat end
 
 local function bucketKey(i, w, b) return KEYS[i] .. ':b:' .. fmt(w) .. ':' .. fmt(b) end
@@ -137,9 +143,8 @@ for j = 2, n do
   redis.call('PEXPIREAT', k, math.ceil((bucket[j] + 1) * w / 1000) + tonumber(ARGV[1]))
 end
 
-local iv = tonumber(ARGV[4])
 local ntat = slot + iv
-redis.call('HSET', own, 'tat', fmt(ntat))
+redis.call('HSET', own, 'tat', fmt(ntat), 'iv', fmt(iv))
 local horizon = ntat
 local last = tonumber(v[2])
 if last and last + iv > horizon then horizon = last + iv end

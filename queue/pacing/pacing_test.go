@@ -907,3 +907,34 @@ func TestOneRoundTripPerCall(t *testing.T) {
 		}
 	}
 }
+
+// A changed limit (a reload) applies to the next booking: the address's next
+// slot follows its last booking at the new interval, not the old one.
+func TestReserveFollowsAChangedLimit(t *testing.T) {
+	ctx := context.Background()
+	l := New(testredis.Start(t).Client(t))
+	key := "petitiond:{pace}:addr:reload@example.test"
+	cases := []struct {
+		name     string
+		rate     string
+		wantNear time.Duration // slot minus the first slot
+	}{
+		{"first booking at 1/h", "1/h", 0},
+		{"raised to 10/s", "10/s", 100 * time.Millisecond},
+		{"still 10/s", "10/s", 200 * time.Millisecond},
+		{"lowered to 1/m", "1/m", 200*time.Millisecond + time.Minute},
+	}
+	var first time.Time
+	for i, tc := range cases {
+		slot, err := l.Reserve(ctx, []Limit{{Key: key, Rate: MustParseRate(tc.rate)}}, time.Time{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			first = slot
+		}
+		if got := slot.Sub(first); got < tc.wantNear-10*time.Millisecond || got > tc.wantNear+50*time.Millisecond {
+			t.Fatalf("%s: slot %s after the first; want about %s", tc.name, got, tc.wantNear)
+		}
+	}
+}
