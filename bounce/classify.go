@@ -180,12 +180,12 @@ func classify(rc *Recipient, in classifyInput) {
 	if ds != "" && (st == "" || isGeneric(st) && ds[0] == st[0]) {
 		st = ds
 	}
-	if in.notice == nil && in.context != "" {
+	if in.notice == nil {
 		nc := newNoticeContext(in.context)
 		in.notice = &nc
 	}
 	ctxLower := ""
-	if in.notice != nil && in.notice.compact != in.diag {
+	if in.notice.compact != in.diag {
 		ctxLower = in.notice.lower
 	}
 	if code == "" && st == "" && ctxLower != "" {
@@ -227,7 +227,7 @@ func classify(rc *Recipient, in classifyInput) {
 		}
 		if diagLower != "" {
 			var strong *rule
-			strong, anyRule = defaultMatcher.matchBoth(diagLower, true)
+			strong, anyRule = in.notice.matchBoth(diagLower)
 			if ru == nil {
 				ru = strong
 			}
@@ -310,11 +310,11 @@ func classify(rc *Recipient, in classifyInput) {
 	phase := in.phase
 	if phase == "" && (isDeadReason(reason) || reason == "hostunknown") {
 		phase = smtpPhase(diagLower)
-		if phase == "" && in.noticePhase && in.notice != nil {
+		if phase == "" && in.noticePhase {
 			phase = in.notice.smtpPhase()
 		}
 	}
-	verdict := in.verdict || in.notice != nil && reason == "userunknown" && in.notice.hasVerdict()
+	verdict := in.verdict || reason == "userunknown" && in.notice.hasVerdict()
 	if action == "failed" && isDeadReason(reason) && phase == "mail" {
 		// A refusal at MAIL FROM is about our sender address; it must
 		// never suppress the recipient.

@@ -12,10 +12,11 @@ import (
 // a two-byte index finds which literals occur. Only the alternatives whose
 // literal is present run their regexp.
 type ruleMatcher struct {
-	alts     []alternative
-	byBigram map[uint16][]litRef
-	bigrams  [1 << 16 / 64]uint64
-	byRule   [][]int
+	alts    []alternative
+	refs    [][]litRef      // literals by their first two bytes, via index
+	index   [1 << 16]uint16 // bigram -> 1 + position in refs; 0 for none
+	bigrams [1 << 16 / 64]uint64
+	byRule  [][]int
 }
 
 type alternative struct {
@@ -30,7 +31,7 @@ type litRef struct {
 }
 
 func newRuleMatcher(rs []rule) *ruleMatcher {
-	m := &ruleMatcher{byBigram: map[uint16][]litRef{}, byRule: make([][]int, len(rs))}
+	m := &ruleMatcher{byRule: make([][]int, len(rs))}
 	for ri, ru := range rs {
 		re, err := syntax.Parse(ru.re.String(), syntax.Perl)
 		if err != nil {
@@ -61,7 +62,12 @@ func (m *ruleMatcher) add(ri int, re *regexp.Regexp, lits []string) {
 	m.byRule[ri] = append(m.byRule[ri], i)
 	for _, l := range lits {
 		bg := uint16(l[0])<<8 | uint16(l[1])
-		m.byBigram[bg] = append(m.byBigram[bg], litRef{alt: i, lit: l})
+		if m.index[bg] == 0 {
+			m.refs = append(m.refs, nil)
+			m.index[bg] = uint16(len(m.refs))
+		}
+		k := m.index[bg] - 1
+		m.refs[k] = append(m.refs[k], litRef{alt: i, lit: l})
 		m.bigrams[bg/64] |= 1 << (bg % 64)
 	}
 }
@@ -141,7 +147,7 @@ func (m *ruleMatcher) matchBothSkip(lower string, withWeak bool, skip string) (s
 		if m.bigrams[bg/64]&(1<<(bg%64)) == 0 {
 			continue
 		}
-		for _, ref := range m.byBigram[bg] {
+		for _, ref := range m.refs[m.index[bg]-1] {
 			if !present[ref.alt] && strings.HasPrefix(lower[i:], ref.lit) {
 				present[ref.alt] = true
 			}

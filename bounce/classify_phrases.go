@@ -7,14 +7,15 @@ import "strings"
 // every position before any comparison is made. It replaces one
 // strings.Index (or LastIndex) per phrase over the same text.
 type phraseSet struct {
-	phrases  []string
-	byBigram map[uint16][]int
-	bigrams  [1 << 16 / 64]uint64
-	single   []int // phrases of one byte, compared everywhere
+	phrases []string
+	refs    [][]int         // phrase indexes by their first two bytes, via index
+	index   [1 << 16]uint16 // bigram -> 1 + position in refs; 0 for none
+	bigrams [1 << 16 / 64]uint64
+	single  []int // phrases of one byte, compared everywhere
 }
 
 func newPhraseSet(phrases ...string) *phraseSet {
-	ps := &phraseSet{phrases: phrases, byBigram: map[uint16][]int{}}
+	ps := &phraseSet{phrases: phrases}
 	for i, p := range phrases {
 		if len(p) < 2 {
 			if len(p) == 1 {
@@ -23,7 +24,11 @@ func newPhraseSet(phrases ...string) *phraseSet {
 			continue
 		}
 		bg := uint16(p[0])<<8 | uint16(p[1])
-		ps.byBigram[bg] = append(ps.byBigram[bg], i)
+		if ps.index[bg] == 0 {
+			ps.refs = append(ps.refs, nil)
+			ps.index[bg] = uint16(len(ps.refs))
+		}
+		ps.refs[ps.index[bg]-1] = append(ps.refs[ps.index[bg]-1], i)
 		ps.bigrams[bg/64] |= 1 << (bg % 64)
 	}
 	return ps
@@ -63,7 +68,7 @@ func (ps *phraseSet) scanText(s string, fold bool, fn func(phrase, at int) bool)
 		if ps.bigrams[bg/64]&(1<<(bg%64)) == 0 {
 			continue
 		}
-		for _, k := range ps.byBigram[bg] {
+		for _, k := range ps.refs[ps.index[bg]-1] {
 			p := ps.phrases[k]
 			var ok bool
 			if fold {

@@ -66,3 +66,28 @@ func TestFindReturnedMarker(t *testing.T) {
 		}
 	}
 }
+
+func TestParseHeader(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+		keys []string
+		vals []string
+		rest string
+	}{
+		{"blank line ends it", "From: a@example.org\nSubject: hi\n\nbody\n", []string{"from", "subject"}, []string{"a@example.org", "hi"}, "body\n"},
+		{"folded value", "Received: from x\n\tby y\n  for z\nTo: b@example.org\n\nB", []string{"received", "to"}, []string{"from x by y for z", "b@example.org"}, "B"},
+		{"no blank line before prose", "Subject: x\nThis is not a field.\n", []string{"subject"}, []string{"x"}, "This is not a field.\n"},
+		{"mbox separator", "From MAILER-DAEMON Mon Jan  1 00:00:00 2024\nX-Y: z\n\n", []string{"x-y"}, []string{"z"}, ""},
+		{"header only", "Content-Type: text/plain", []string{"content-type"}, []string{"text/plain"}, ""},
+		{"fold before any field is dropped", " stray\nA: b\n\n", []string{"a"}, []string{"b"}, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h, rest := parseHeader([]byte(tc.in))
+			if strings.Join(h.keys, "|") != strings.Join(tc.keys, "|") || strings.Join(h.vals, "|") != strings.Join(tc.vals, "|") || string(rest) != tc.rest {
+				t.Errorf("got %q %q rest %q, want %q %q rest %q", h.keys, h.vals, rest, tc.keys, tc.vals, tc.rest)
+			}
+		})
+	}
+}

@@ -165,66 +165,90 @@ func parseHeader(b []byte) (header, []byte) {
 			return h, nil
 		}
 	}
-	pos := 0
-	for pos < len(b) && len(h.keys) < maxFields && pos < maxHeaderBytes {
+	// First find where the header ends, then make it one string that
+	// unfolded values are slices of.
+	pos, fields, rest := 0, 0, -1
+	for pos < len(b) && fields < maxFields && pos < maxHeaderBytes {
 		end := bytes.IndexByte(b[pos:], '\n')
-		var line []byte
-		next := len(b)
-		if end < 0 {
-			line = b[pos:]
-		} else {
-			line = b[pos : pos+end]
-			next = pos + end + 1
+		line, next := b[pos:], len(b)
+		if end >= 0 {
+			line, next = b[pos:pos+end], pos+end+1
 		}
 		if len(bytes.TrimSpace(line)) == 0 {
-			return h, b[next:]
+			rest = next
+			break
 		}
-		if line[0] == ' ' || line[0] == '\t' {
-			if n := len(h.vals); n > 0 && len(h.vals[n-1]) < maxHeaderBytes/4 {
-				h.vals[n-1] += " " + string(bytes.TrimSpace(line))
+		if line[0] != ' ' && line[0] != '\t' {
+			colon := bytes.IndexByte(line, ':')
+			if colon <= 0 || !isFieldName(line[:colon]) {
+				rest = pos
+				break
 			}
-			pos = next
-			continue
+			fields++
 		}
-		colon := bytes.IndexByte(line, ':')
-		if colon <= 0 || !isFieldName(line[:colon]) {
-			return h, b[pos:]
-		}
-		h.keys = append(h.keys, lowerKey(bytes.TrimSpace(line[:colon])))
-		h.vals = append(h.vals, string(bytes.TrimSpace(line[colon+1:])))
 		pos = next
 	}
-	if pos >= len(b) {
+	blockEnd := pos
+	if rest < 0 && pos < len(b) {
+		rest = pos
+	}
+	hs := string(b[:blockEnd])
+	h.keys = make([]string, 0, fields)
+	h.vals = make([]string, 0, fields)
+	var folded []byte
+	isFolded := false
+	for pos = 0; pos < len(hs); {
+		end := strings.IndexByte(hs[pos:], '\n')
+		line, next := hs[pos:], len(hs)
+		if end >= 0 {
+			line, next = hs[pos:pos+end], pos+end+1
+		}
+		pos = next
+		if line == "" {
+			continue
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			n := len(h.vals)
+			if n == 0 || len(h.vals[n-1])+len(folded) >= maxHeaderBytes/4 {
+				continue
+			}
+			if !isFolded {
+				folded = append(folded[:0], h.vals[n-1]...)
+				isFolded = true
+			}
+			folded = append(folded, ' ')
+			folded = append(folded, strings.TrimSpace(line)...)
+			continue
+		}
+		if isFolded {
+			h.vals[len(h.vals)-1] = string(folded)
+			isFolded = false
+		}
+		colon := strings.IndexByte(line, ':')
+		h.keys = append(h.keys, lowerKey(strings.TrimSpace(line[:colon])))
+		h.vals = append(h.vals, strings.TrimSpace(line[colon+1:]))
+	}
+	if isFolded {
+		h.vals[len(h.vals)-1] = string(folded)
+	}
+	if rest < 0 || rest >= len(b) {
 		return h, nil
 	}
-	return h, b[pos:]
+	return h, b[rest:]
 }
 
-// lowerKey returns a field name in lower case with one allocation, or none
-// for the common names.
-func lowerKey(b []byte) string {
-	switch len(b) {
-	case 2:
-		if string(b) == "To" {
-			return "to"
-		}
-	case 4:
-		if string(b) == "From" {
-			return "from"
-		}
-	case 8:
-		if string(b) == "Received" {
-			return "received"
-		}
+// lowerKey returns a field name in lower case, without copying it when
+// it is lower case already.
+func lowerKey(k string) string {
+	switch k {
+	case "To":
+		return "to"
+	case "From":
+		return "from"
+	case "Received":
+		return "received"
 	}
-	out := make([]byte, len(b))
-	for i, c := range b {
-		if c >= 'A' && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		out[i] = c
-	}
-	return string(out)
+	return lowerASCII(k)
 }
 
 // lowerASCII lower-cases the ASCII letters of s and leaves every other
@@ -401,6 +425,11 @@ func decodeQP(b []byte) []byte {
 // raw bytes with invalid sequences replaced.
 func toUTF8(b []byte, cs string) string {
 	cs = strings.ToLower(strings.Trim(strings.TrimSpace(cs), `"`))
+	if plainASCII(b) && !strings.HasPrefix(cs, "utf-16") && !strings.HasPrefix(cs, "utf-32") && cs != "utf-7" {
+		// Every other charset a mail part declares reads printable
+		// ASCII as itself; no decoder needed.
+		return string(b)
+	}
 	switch cs {
 	case "", "us-ascii", "ascii", "utf-8", "utf8", "us_ascii", "ansi_x3.4-1968":
 		// Undeclared ISO-2022-JP is common in Japanese bounces; its
@@ -424,6 +453,17 @@ func toUTF8(b []byte, cs string) string {
 		return strings.ToValidUTF8(string(b), "\uFFFD")
 	}
 	return strings.ToValidUTF8(string(out), "\uFFFD")
+}
+
+// plainASCII tells whether b is 7-bit text without the escape and NUL bytes
+// that stateful and wide charsets use.
+func plainASCII(b []byte) bool {
+	for _, c := range b {
+		if c >= 0x80 || c == 0x1b || c == 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // splitMultipart returns the bodies between boundary delimiter lines, or nil

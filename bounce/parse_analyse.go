@@ -178,7 +178,7 @@ func (m *message) fromDSN(res *Result, notice string, exclude map[string]bool, n
 				continue
 			}
 			diag := compact(d.diag)
-			if findStatus(diag) == "" && findReplyCode(diag) == "" || matchRule(lowerASCII(diag), true) == nil {
+			if findStatus(diag) == "" && findReplyCode(diag) == "" || nc.anyRuleOf(lowerASCII(diag)) == nil {
 				// The report gave no usable diagnostic: the prose often has it.
 				if !textRead {
 					text = noticeRecipients(notice, exclude)
@@ -371,6 +371,37 @@ type noticeContext struct {
 	phase                            string
 	rule                             *rule
 	verdict                          bool
+
+	// memo keeps the rule matches of the last diagnostics: the same
+	// text is looked at when deciding whether to read the prose and
+	// again when classifying.
+	memo [4]ruleMemo
+	next int
+}
+
+type ruleMemo struct {
+	lower       string
+	strong, any *rule
+	set         bool
+}
+
+// matchBoth is defaultMatcher.matchBoth, remembered for the message.
+func (nc *noticeContext) matchBoth(lower string) (strong, any *rule) {
+	for _, m := range nc.memo {
+		if m.set && m.lower == lower {
+			return m.strong, m.any
+		}
+	}
+	strong, any = defaultMatcher.matchBoth(lower, true)
+	nc.memo[nc.next] = ruleMemo{lower: lower, strong: strong, any: any, set: true}
+	nc.next = (nc.next + 1) % len(nc.memo)
+	return strong, any
+}
+
+// anyRuleOf is the first rule, weak ones included, that lower matches.
+func (nc *noticeContext) anyRuleOf(lower string) *rule {
+	_, any := nc.matchBoth(lower)
+	return any
 }
 
 func newNoticeContext(notice string) noticeContext {

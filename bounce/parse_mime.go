@@ -136,10 +136,16 @@ func looksLikeHeaderBlock(text string) bool {
 	return n >= 2
 }
 
+var dsnRecipientFields = newPhraseSet("final-recipient:", "original-recipient:")
+var dsnStatusFields = newPhraseSet("action:", "status:")
+
 func looksLikeDSN(text string) bool {
-	l := lowerASCII(text)
-	return (strings.Contains(l, "final-recipient:") || strings.Contains(l, "original-recipient:")) &&
-		(strings.Contains(l, "action:") || strings.Contains(l, "status:"))
+	found := func(ps *phraseSet) bool {
+		ok := false
+		ps.scanFold(text, func(_, _ int) bool { ok = true; return false })
+		return ok
+	}
+	return found(dsnRecipientFields) && found(dsnStatusFields)
 }
 
 func guessBoundary(body []byte) string {
