@@ -185,7 +185,7 @@ func classify(rc *Recipient, in classifyInput) {
 		in.notice = &nc
 	}
 	ctxLower := ""
-	if in.notice.compact != in.diag {
+	if in.notice.lower != diagLower {
 		ctxLower = in.notice.lower
 	}
 	if code == "" && st == "" && ctxLower != "" {

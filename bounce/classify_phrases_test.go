@@ -39,6 +39,9 @@ func TestCompactAndLower(t *testing.T) {
 		if got, want := compact(in), strings.Join(strings.Fields(in), " "); got != want {
 			t.Errorf("compact(%q) = %q, want %q", in, got, want)
 		}
+		if got, want := compactLower(in), lowerASCII(compact(in)); got != want {
+			t.Errorf("compactLower(%q) = %q, want %q", in, got, want)
+		}
 	}
 	for _, tc := range []struct{ in, want string }{
 		{"", ""}, {"abc", "abc"}, {"User Unknown", "user unknown"}, {"ÄBC", "Äbc"},

@@ -364,8 +364,7 @@ func containsAny(s string, subs []string) bool {
 // noticeContext is what classification consults of the whole notice,
 // computed once per message and, for the costlier parts, only when asked.
 type noticeContext struct {
-	compact string // the notice with white space collapsed
-	lower   string // compact, lower-cased
+	lower string // the notice with white space collapsed, lower-cased
 
 	phaseDone, ruleDone, verdictDone bool
 	phase                            string
@@ -404,9 +403,16 @@ func (nc *noticeContext) anyRuleOf(lower string) *rule {
 	return any
 }
 
+// maxContext caps how much of a notice classification reads: the
+// diagnostic of a real report is in its first pages, and a notice that
+// runs on (a returned message nobody marked) must not cost more.
+const maxContext = 32 << 10
+
 func newNoticeContext(notice string) noticeContext {
-	c := compact(notice)
-	return noticeContext{compact: c, lower: lowerASCII(c)}
+	if len(notice) > maxContext {
+		notice = truncate(notice, maxContext)
+	}
+	return noticeContext{lower: compactLower(notice)}
 }
 
 // smtpPhase is the SMTP command the notice says failed, or "".

@@ -283,6 +283,25 @@ func compact(s string) string {
 	return string(b)
 }
 
+// compactLower is lowerASCII(compact(s)) in one pass and one copy.
+func compactLower(s string) string {
+	b := make([]byte, 0, len(s))
+	pending := false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if isSpace(c) {
+			pending = len(b) > 0
+			continue
+		}
+		if pending {
+			b = append(b, ' ')
+			pending = false
+		}
+		b = append(b, lowerByte(c))
+	}
+	return string(b)
+}
+
 func isSpace(c byte) bool {
 	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'
 }
