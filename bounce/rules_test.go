@@ -21,6 +21,8 @@ var ruleCases = []struct {
 	{`551 User not local; please try <new@example.org>`, "hasmoved"},
 	{`550 5.1.6 address has moved`, "hasmoved"},
 	{`556 5.1.10 Recipient address has null MX`, "notaccept"},
+	{`No mx record found for domain=example.org`, "notaccept"},
+	{`Sorry, I couldn't find a mail exchanger or IP address. (#5.4.4)`, "notaccept"},
 	{`550 5.1.1 <a@example.org>: Recipient address rejected: User unknown in virtual mailbox table`, "userunknown"},
 	{`550 sorry, no mailbox here by that name. (#5.1.1)`, "userunknown"},
 	{`550-5.1.1 The email account that you tried to reach does not exist.`, "userunknown"},
