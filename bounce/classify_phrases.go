@@ -50,7 +50,7 @@ func (ps *phraseSet) scanText(s string, fold bool, fn func(phrase, at int) bool)
 	for i := 0; i < len(s); i++ {
 		c0 := s[i]
 		if fold {
-			c0 = lowerByte(c0)
+			c0 = lowerTable[c0]
 		}
 		for _, k := range ps.single {
 			if c0 == ps.phrases[k][0] && !fn(k, i) {
@@ -62,7 +62,7 @@ func (ps *phraseSet) scanText(s string, fold bool, fn func(phrase, at int) bool)
 		}
 		c1 := s[i+1]
 		if fold {
-			c1 = lowerByte(c1)
+			c1 = lowerTable[c1]
 		}
 		bg := uint16(c0)<<8 | uint16(c1)
 		if ps.bigrams[bg/64]&(1<<(bg%64)) == 0 {
@@ -83,12 +83,18 @@ func (ps *phraseSet) scanText(s string, fold bool, fn func(phrase, at int) bool)
 	}
 }
 
-func lowerByte(c byte) byte {
-	if c >= 'A' && c <= 'Z' {
-		return c + 'a' - 'A'
+func lowerByte(c byte) byte { return lowerTable[c] }
+
+var lowerTable = func() (t [256]byte) {
+	for i := range t {
+		c := byte(i)
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		t[i] = c
 	}
-	return c
-}
+	return t
+}()
 
 // hasPrefixFold tells whether s starts with the lower-case prefix p,
 // ignoring the case of ASCII letters in s.

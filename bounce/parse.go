@@ -213,6 +213,9 @@ func parseHeader(b []byte) (header, []byte) {
 				continue
 			}
 			if !isFolded {
+				if folded == nil {
+					folded = make([]byte, 0, 512)
+				}
 				folded = append(folded[:0], h.vals[n-1]...)
 				isFolded = true
 			}
@@ -549,6 +552,7 @@ func stripHTML(s string) string {
 		}
 		sb.WriteByte(c)
 	}
-	r := strings.NewReplacer("&nbsp;", " ", "&lt;", "<", "&gt;", ">", "&amp;", "&", "&quot;", `"`, "&#39;", "'")
-	return r.Replace(sb.String())
+	return htmlEntities.Replace(sb.String())
 }
+
+var htmlEntities = strings.NewReplacer("&nbsp;", " ", "&lt;", "<", "&gt;", ">", "&amp;", "&", "&quot;", `"`, "&#39;", "'")
