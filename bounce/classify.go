@@ -385,7 +385,10 @@ func isHard(reason, status string) bool {
 // phaseMarkers are lower-case phrases that tell which SMTP command a
 // reply answered, as MTAs write it in diagnostics and transcripts.
 var phaseMarkers = []struct{ text, phase string }{
-	{"rcpt to", "rcpt"}, {"rcpt_to", "rcpt"}, {"smtp:rcpt", "rcpt"}, {"rcpt:", "rcpt"},
+	// Protocol text, not a "RCPT TO: a@b" line that lists the envelope.
+	{"after rcpt to", "rcpt"}, {"in reply to rcpt to", "rcpt"}, {">>> rcpt to", "rcpt"},
+	{"rcpt to:<", "rcpt"}, {"rcpt to: <", "rcpt"}, {"rcpt to command", "rcpt"}, {"rcpt to response", "rcpt"},
+	{"rcpt_to", "rcpt"}, {"smtp:rcpt", "rcpt"},
 	{"does not like recipient", "rcpt"}, {"recipient address rejected", "rcpt"},
 	{"after mail from", "mail"}, {"in reply to mail from", "mail"}, {">>> mail from", "mail"},
 	{"smtp:mail", "mail"}, {"does not like sender", "mail"}, {"didn't like the sender", "mail"},

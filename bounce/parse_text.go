@@ -125,9 +125,14 @@ func noticeRecipients(notice string, exclude map[string]bool) []textRecipient {
 				continue
 			}
 			// Transcripts name the command on the address's line
-			// (">>> RCPT To:<a>") or on the line before its reply.
-			ph := smtpPhase(line)
-			if ph == "" && i > 0 && strings.HasPrefix(strings.TrimSpace(line), "<<<") {
+			// (">>> RCPT To:<a>") or on the line before its reply. A
+			// "RCPT TO: a" that merely lists the envelope says nothing
+			// of which command failed.
+			ph := ""
+			switch t := strings.TrimSpace(line); {
+			case strings.HasPrefix(t, ">>>"):
+				ph = smtpPhase(line)
+			case strings.HasPrefix(t, "<<<") && i > 0:
 				ph = smtpPhase(lines[i-1])
 			}
 			if ph != "" {

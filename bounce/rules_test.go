@@ -217,6 +217,9 @@ func TestSMTPPhase(t *testing.T) {
 		{">>> rcpt to:<a@example.org> <<< 250 ok >>> data <<< 550 refused", "data"},
 		{"192.0.2.1 does not like recipient. remote host said: 550 no", "rcpt"},
 		{"550 user unknown", ""},
+		{"message details: mail from: a@example.org rcpt to: b@example.org", ""},
+		{"sorry, no smtp connection got far enough; most progress was rcpt to response; remote host said: 550 unknown user", "rcpt"},
+		{"host mx said: 550 5.1.1 <b@example.org>: recipient address rejected", "rcpt"},
 	}
 	for _, tc := range tests {
 		if got := smtpPhase(tc.in); got != tc.want {
