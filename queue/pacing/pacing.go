@@ -28,8 +28,18 @@
 // up exact spacing on the shared keys instead, and only within a bucket:
 // a bucket's bookings may fall close together. That is enough, because the
 // schedule only has to wake tasks at about the right time (asynq schedules
-// to the second anyway); Acquire enforces the exact spacing of every key,
-// shared ones included, at send time.
+// to the second anyway); Acquire bounds every key at send time.
+//
+// The gate has the same two models at a finer grain. The address key keeps
+// exact spacing: each send at least one interval after the previous one.
+// A shared key is divided into cells one interval long, and a send takes a
+// free cell of every shared key it is under (KEY:cells, a sorted set of the
+// taken cells ahead of now). One send per cell means that any window of the
+// limit's length touches at most N+1 cells, so it holds at most N+1 sends;
+// and since a cell is taken only where the send falls, a burst of sends to
+// one address, spaced by that address's interval, leaves the cells between
+// them free for other addresses. Spacing by "last send + interval" on the
+// shared keys would instead make every other target wait behind the burst.
 //
 // All times come from the Redis clock (TIME), never the caller's, so
 // instances with skewed clocks still agree on one schedule. Each limit key is
@@ -155,25 +165,57 @@ return slot
 // acquireLua: ARGV = grace ms, maxWait µs, interval µs per key.
 // Returns {at µs, 1 if booked else 0}.
 const acquireLua = luaPrelude + `
+local function bucketOf(t, w)
+  local b = math.floor(t / w)
+  if b * w > t then b = b - 1 elseif (b + 1) * w <= t then b = b + 1 end
+  return b
+end
 local at = now
-local tats = {}
-for i, k in ipairs(KEYS) do
-  local v = redis.call('HMGET', k, 'tat', 'last')
-  tats[i] = tonumber(v[1]) or 0
-  local last = tonumber(v[2])
-  if last then
-    local nxt = last + tonumber(ARGV[i + 2])
-    if nxt > at then at = nxt end
+local own = KEYS[1]
+local ownIv = tonumber(ARGV[4])
+local ov = redis.call('HMGET', own, 'tat', 'last')
+local ownTat = tonumber(ov[1]) or 0
+local last = tonumber(ov[2])
+if last and last + ownIv > at then at = last + ownIv end
+
+-- Shared keys: the send must fall in a free cell of each; a taken cell moves
+-- the send to the start of the next cell of that key, and every key is
+-- checked again.
+local n = #KEYS
+local maxScan = tonumber(ARGV[3])
+local scanned, i, clear = 0, 2, 0
+local cell = {}
+while clear < n - 1 do
+  local iv = tonumber(ARGV[i + 3])
+  local c = bucketOf(at, iv)
+  if redis.call('ZSCORE', KEYS[i] .. ':cells', fmt(c)) then
+    scanned = scanned + 1
+    if scanned > maxScan then
+      return redis.error_reply('ERR ' .. KEYS[i] .. ' has no free send cell within ' .. fmt(maxScan) .. ' cells')
+    end
+    at = (c + 1) * iv
+    clear = 0
+  else
+    cell[i] = c
+    clear = clear + 1
   end
+  i = i + 1
+  if i > n then i = 2 end
 end
 if at - now > tonumber(ARGV[2]) then
   return {at, 0}
 end
-for i, k in ipairs(KEYS) do
-  redis.call('HSET', k, 'last', fmt(at))
-  local horizon = at + tonumber(ARGV[i + 2])
-  if tats[i] > horizon then horizon = tats[i] end
-  keep(k, horizon)
+redis.call('HSET', own, 'last', fmt(at))
+local horizon = at + ownIv
+if ownTat > horizon then horizon = ownTat end
+keep(own, horizon)
+for j = 2, n do
+  local iv = tonumber(ARGV[j + 3])
+  local ck = KEYS[j] .. ':cells'
+  redis.call('ZADD', ck, cell[j], fmt(cell[j]))
+  -- Cells that ended before now can never be taken again.
+  redis.call('ZREMRANGEBYSCORE', ck, '-inf', '(' .. fmt(bucketOf(now, iv)))
+  keep(ck, (cell[j] + 1) * iv)
 end
 return {at, 1}
 `
@@ -298,8 +340,8 @@ func (l *Limiter) Acquire(ctx context.Context, limits []Limit, maxWait time.Dura
 	if maxWait < 0 {
 		maxWait = 0
 	}
-	args := make([]any, 0, 2+len(ivs))
-	args = append(args, keyGraceMillis, int64(maxWait/time.Microsecond))
+	args := make([]any, 0, 3+len(ivs))
+	args = append(args, keyGraceMillis, int64(maxWait/time.Microsecond), l.maxScan)
 	args = append(args, ivs...)
 	res, err := l.acquire.Run(ctx, l.rdb, keys, args...).Int64Slice()
 	if err != nil {
