@@ -56,6 +56,9 @@ func (e *Engine) handleFanout(ctx context.Context, t *asynq.Task) error {
 	for i, tg := range camp.Targets {
 		addrs[i] = tg.Address
 	}
+	// Zero-valued series from the first signature on, so rates and alerts
+	// work before anything fails; idempotent and cheap.
+	e.d.Metrics.PrepareCampaign(camp.ID, addrs)
 	if err := e.d.Ledger.AddTargets(ctx, addrs...); err != nil {
 		return fmt.Errorf("fan-out %s: %w", sig.ID, err)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/petitiond/petitiond/campaign"
 	"github.com/petitiond/petitiond/internal/rkeys"
 )
 
@@ -148,7 +149,15 @@ func (in *Ingester) handle(ctx context.Context, m redis.XMessage) error {
 	var rej *RejectError
 	switch {
 	case outcome == Rejected && errors.As(err, &rej):
-		in.log.Info("signature stream: entry rejected", "entry", m.ID, "reason", rej.Reason, "error", rej.Err)
+		// The error text may quote the input (a malformed address); it goes
+		// to the rejected stream, and to the log only at debug level.
+		field := ""
+		var fe *campaign.FieldError
+		if errors.As(rej.Err, &fe) {
+			field = fe.Field
+		}
+		in.log.Info("signature stream: entry rejected", "entry", m.ID, "reason", rej.Reason, "field", field)
+		in.log.Debug("signature stream: rejection detail", "entry", m.ID, "error", rej.Err)
 		_, err := in.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			p.XAdd(ctx, &redis.XAddArgs{
 				Stream: rkeys.RejectedStream, MaxLen: rejectedCap, Approx: true,

@@ -61,6 +61,13 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
+// gateInterval widens an interval by 2 % at the send gate. The gate bounds
+// the booked send times to N+1 per window; the relay sees them a little
+// later, each by a slightly different amount (scheduling, the SMTP round
+// trip). With the margin, a window of booked sends holds at most N (for N up
+// to about 50), so that jitter cannot carry a window past N+1 at the relay.
+func gateInterval(iv int64) int64 { return iv + iv/50 }
+
 // keyGraceMillis keeps a key a little past the moment its state stops
 // mattering, so rounding and replica lag never drop live state early.
 const keyGraceMillis = 10_000
@@ -342,7 +349,9 @@ func (l *Limiter) Acquire(ctx context.Context, limits []Limit, maxWait time.Dura
 	}
 	args := make([]any, 0, 3+len(ivs))
 	args = append(args, keyGraceMillis, int64(maxWait/time.Microsecond), l.maxScan)
-	args = append(args, ivs...)
+	for _, iv := range ivs {
+		args = append(args, gateInterval(iv.(int64)))
+	}
 	res, err := l.acquire.Run(ctx, l.rdb, keys, args...).Int64Slice()
 	if err != nil {
 		return time.Time{}, false, fmt.Errorf("pacing: acquire %v: %w", keys, err)

@@ -536,7 +536,7 @@ func TestAcquireTooLongWait(t *testing.T) {
 			if err != nil || !ok {
 				t.Fatalf("first acquire on a free key = %v, %v, %v; want booked", first, ok, err)
 			}
-			want := first.Add(lim[0].Rate.Interval())
+			want := first.Add(time.Duration(gateInterval(lim[0].Rate.intervalMicros())) * time.Microsecond)
 			at, ok, err := l.Acquire(ctx, lim, tt.maxWait)
 			if err != nil {
 				t.Fatalf("second acquire: %v", err)
@@ -645,9 +645,10 @@ func TestKeysExpire(t *testing.T) {
 		min time.Duration
 	}{
 		{"reserve keeps the key until its next free slot", "1/h", 1, 0, time.Hour},
-		{"acquire keeps the key one interval past the send", "1/m", 0, 1, time.Minute},
+		// The gate spaces sends 2 % wider than the limit (gateInterval).
+		{"acquire keeps the key one interval past the send", "1/m", 0, 1, time.Minute + time.Minute/50},
 		{"acquire does not cut short the schedule", "1/s", 100, 1, 100 * time.Second},
-		{"reserve does not cut short the sends", "1/m", 1, 3, 3 * time.Minute},
+		{"reserve does not cut short the sends", "1/m", 1, 3, 3 * (time.Minute + time.Minute/50)},
 		{"a fast key goes soon", "100/s", 1, 0, 10 * time.Millisecond},
 	}
 	for i, tt := range tests {
