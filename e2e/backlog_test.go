@@ -52,7 +52,7 @@ func TestIdleBacklogIsCheap(t *testing.T) {
 	window := 60 * time.Second
 	time.Sleep(window) // the measurement window itself, not synchronisation
 	elapsed := time.Since(start)
-	calls := commandCalls(t, ctx, rdb) - calls0 - 1 // our own INFO
+	calls := commandCalls(t, ctx, rdb) - calls0 - 1           // our own INFO
 	cpu := float64(cpuTicks(t, d.cmd.Process.Pid)-cpu0) / 100 // USER_HZ
 	perSec := float64(calls) / elapsed.Seconds()
 	cpuShare := cpu / elapsed.Seconds() * 100
