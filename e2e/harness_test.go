@@ -181,12 +181,19 @@ type sinkProc struct {
 
 func startSink(t *testing.T, extra ...string) *sinkProc {
 	t.Helper()
-	addr := freeAddr(t)
-	dir := t.TempDir()
+	return startSinkAt(t, freeAddr(t), t.TempDir(), extra...)
+}
+
+// startSinkAt starts a sink on a given address and directory, e.g. to bring
+// a stopped relay back; arrivals append to the same log.
+func startSinkAt(t *testing.T, addr, dir string, extra ...string) *sinkProc {
+	t.Helper()
 	p := start(t, "sink", nil, append([]string{"sink", "--listen", addr, "--dir", dir}, extra...)...)
 	waitPort(t, addr, 10*time.Second)
 	return &sinkProc{proc: p, addr: addr, dir: dir}
 }
+
+const sigTERM = syscall.SIGTERM
 
 // arrivals reads the sink's arrival log.
 func (s *sinkProc) arrivals(t *testing.T) []smtp.Arrival {

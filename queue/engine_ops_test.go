@@ -194,3 +194,38 @@ func TestStartTLSAndAuth(t *testing.T) {
 		})
 	}
 }
+
+func TestSuppressedAddressGetsNothingUntilReleased(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	camp := h.applyCampaign("csup", 1)
+	addr := camp.Targets[0].Address
+	now := time.Now()
+	if err := h.ledger.Suppress(ctx, ledger.Suppression{Address: addr, Reason: "manual", At: now, ExpiresAt: now.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if _, err := h.producer.Submit(ctx, signature(camp.ID, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 30*time.Second, "3 dropped deliveries", func() bool {
+		for i := 0; i < 3; i++ {
+			r, err := h.ledger.Get(ctx, campaign.DeliveryID(camp.ID, signature(camp.ID, i).Signer.Email, addr))
+			if err != nil || r.State != ledger.Dropped || r.Reason != "suppressed" {
+				return false
+			}
+		}
+		return true
+	})
+	if h.sink.Count() != 0 {
+		t.Fatalf("a suppressed address got %d messages", h.sink.Count())
+	}
+	if ok, err := h.ledger.Unsuppress(ctx, addr); err != nil || !ok {
+		t.Fatalf("release: %v %v", ok, err)
+	}
+	if _, err := h.producer.Submit(ctx, signature(camp.ID, 3)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "a new signature to get through after release", func() bool { return h.sink.Count() == 1 })
+}
