@@ -47,11 +47,7 @@ func runCampaign(ctx context.Context, e *env, args []string) error {
 			return fmt.Errorf("%s: %w", fs.Arg(0), err)
 		}
 	}
-	cfg, err := loadClientConfig(e, *cfgPath)
-	if err != nil {
-		return err
-	}
-	st, err := openStores(ctx, cfg)
+	st, _, err := connect(ctx, e, *cfgPath)
 	if err != nil {
 		return err
 	}

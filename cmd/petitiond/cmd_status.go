@@ -20,11 +20,7 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 	if err := wantArgs(fs, 0, "no arguments"); err != nil {
 		return err
 	}
-	cfg, err := loadClientConfig(e, *cfgPath)
-	if err != nil {
-		return err
-	}
-	st, err := openStores(ctx, cfg)
+	st, _, err := connect(ctx, e, *cfgPath)
 	if err != nil {
 		return err
 	}

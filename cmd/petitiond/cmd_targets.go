@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"net/mail"
+	"strings"
 	"time"
 
 	"github.com/petitiond/petitiond/queue/ledger"
@@ -19,26 +21,10 @@ func runTarget(ctx context.Context, e *env, args []string) error {
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
-	switch sub {
-	case "list":
-		if err := wantArgs(fs, 0, "no arguments"); err != nil {
-			return err
-		}
-	case "pause", "resume":
-		if err := wantArgs(fs, 1, "one address"); err != nil {
-			return err
-		}
-		if err := checkAddr(fs.Arg(0)); err != nil {
-			return err
-		}
-	default:
-		return usagef("unknown subcommand %q: want list, pause or resume", sub)
-	}
-	cfg, err := loadClientConfig(e, *cfgPath)
-	if err != nil {
+	if err := listOrAddress(fs, sub, "pause", "resume"); err != nil {
 		return err
 	}
-	st, err := openStores(ctx, cfg)
+	st, _, err := connect(ctx, e, *cfgPath)
 	if err != nil {
 		return err
 	}
@@ -72,26 +58,10 @@ func runSuppression(ctx context.Context, e *env, args []string) error {
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
-	switch sub {
-	case "list":
-		if err := wantArgs(fs, 0, "no arguments"); err != nil {
-			return err
-		}
-	case "add", "release":
-		if err := wantArgs(fs, 1, "one address"); err != nil {
-			return err
-		}
-		if err := checkAddr(fs.Arg(0)); err != nil {
-			return err
-		}
-	default:
-		return usagef("unknown subcommand %q: want list, add or release", sub)
-	}
-	cfg, err := loadClientConfig(e, *cfgPath)
-	if err != nil {
+	if err := listOrAddress(fs, sub, "add", "release"); err != nil {
 		return err
 	}
-	st, err := openStores(ctx, cfg)
+	st, cfg, err := connect(ctx, e, *cfgPath)
 	if err != nil {
 		return err
 	}
@@ -128,6 +98,23 @@ func runSuppression(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(e.stdout, "%s released: new deliveries will be sent\n", fs.Arg(0))
 	}
 	return nil
+}
+
+// listOrAddress checks the arguments of "list | VERB ADDR" commands: list
+// takes none, each of verbs takes one bare address.
+func listOrAddress(fs *flag.FlagSet, sub string, verbs ...string) error {
+	if sub == "list" {
+		return wantArgs(fs, 0, "no arguments")
+	}
+	for _, v := range verbs {
+		if sub == v {
+			if err := wantArgs(fs, 1, "one address"); err != nil {
+				return err
+			}
+			return checkAddr(fs.Arg(0))
+		}
+	}
+	return usagef("unknown subcommand %q: want list, %s", sub, strings.Join(verbs, " or "))
 }
 
 func checkAddr(s string) error {

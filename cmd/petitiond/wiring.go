@@ -37,6 +37,17 @@ func loadClientConfig(e *env, path string) (config.Config, error) {
 	return cfg, nil
 }
 
+// connect loads the client configuration and opens the Redis-backed stores
+// for a command that only talks to Redis. The caller closes the stores.
+func connect(ctx context.Context, e *env, path string) (*stores, config.Config, error) {
+	cfg, err := loadClientConfig(e, path)
+	if err != nil {
+		return nil, cfg, err
+	}
+	st, err := openStores(ctx, cfg)
+	return st, cfg, err
+}
+
 func newLogger(w io.Writer, c config.Log, level *slog.LevelVar) *slog.Logger {
 	level.Set(parseLevel(c.Level))
 	opts := &slog.HandlerOptions{Level: level}
