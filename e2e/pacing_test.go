@@ -28,7 +28,10 @@ func TestThreeInstancesPaceAndSurviveKill(t *testing.T) {
 	srv := testredis.Start(t)
 	rdb := srv.Client(t)
 	env := []string{"PETITIOND_REDIS_URL=" + srv.URL(0)}
-	sink := startSink(t)
+	// Each transaction takes 100 ms at the relay, so the killed daemon has
+	// deliveries in flight: some already stored by the relay, not yet
+	// marked sent. Those are the duplicates the ledger cannot prevent.
+	sink := startSink(t, "--delay", "100ms")
 	targets := []string{"a@gov1.test", "b@gov1.test", "c@gov1.test", "d@gov2.test", "e@gov2.test", "f@gov2.test"}
 	limits := `limits: {per_address: "10/s", per_domain: "30/s", global: "50/s"}
 delivery: {concurrency: 40}`
