@@ -33,8 +33,9 @@
 // The gate has the same two models at a finer grain. The address key keeps
 // exact spacing: each send at least one interval after the previous one.
 // A shared key is divided into cells one interval long, and a send takes a
-// free cell of every shared key it is under (KEY:cells, a sorted set of the
-// taken cells ahead of now). One send per cell means that any window of the
+// free cell of every shared key it is under: the same bucket counters as the
+// schedule's, one interval wide and holding one, kept as a separate book
+// (KEY:g:... beside the schedule's KEY:b:...). One send per cell means that any window of the
 // limit's length touches at most N+1 cells, so it holds at most N+1 sends;
 // and since a cell is taken only where the send falls, a burst of sends to
 // one address, spaced by that address's interval, leaves the cells between
@@ -95,6 +96,54 @@ local function keep(k, horizon)
   if ms < 0 then ms = 0 end
   redis.call('PEXPIRE', k, ms + tonumber(ARGV[1]))
 end
+-- floor(t / w), exact even where the float quotient rounds up to an integer.
+local function bucketOf(t, w)
+  local b = math.floor(t / w)
+  if b * w > t then b = b - 1 elseif (b + 1) * w <= t then b = b + 1 end
+  return b
+end
+-- A shared key's bucket counter: KEYS[i] .. ':' .. book .. ':' .. width .. ':'
+-- .. index. Built here rather than passed in KEYS: see reserveLua.
+local function bucketKey(i, book, w, b) return KEYS[i] .. ':' .. book .. ':' .. fmt(w) .. ':' .. fmt(b) end
+-- fit walks the shared keys (KEYS[2..]) round-robin from time t until every
+-- one has room in its bucket at t; a full bucket moves t to the start of
+-- that key's next bucket. width(i) and cap(i) describe key i's buckets.
+-- Returns t and the bucket index per key, or nil and an error text once
+-- ARGV[3] full buckets have been stepped over.
+local function fit(t, book, width, cap)
+  local n = #KEYS
+  local maxScan = tonumber(ARGV[3])
+  local scanned, i, clear = 0, 2, 0
+  local bucket = {}
+  while clear < n - 1 do
+    local w = width(i)
+    local b = bucketOf(t, w)
+    if (tonumber(redis.call('GET', bucketKey(i, book, w, b))) or 0) >= cap(i) then
+      scanned = scanned + 1
+      if scanned > maxScan then
+        return nil, 'ERR ' .. KEYS[i] .. ' still full after stepping over ' .. fmt(maxScan) .. ' buckets'
+      end
+      t = (b + 1) * w
+      clear = 0
+    else
+      bucket[i] = b
+      clear = clear + 1
+    end
+    i = i + 1
+    if i > n then i = 2 end
+  end
+  return t, bucket
+end
+-- take counts one booking in each shared key's bucket; a counter expires
+-- ARGV[1] ms after its bucket ends.
+local function take(book, bucket, width)
+  for j = 2, #KEYS do
+    local w = width(j)
+    local k = bucketKey(j, book, w, bucket[j])
+    redis.call('INCR', k)
+    redis.call('PEXPIREAT', k, math.ceil((bucket[j] + 1) * w / 1000) + tonumber(ARGV[1]))
+  end
+end
 `
 
 // reserveLua: KEYS[1] is the own (address) key, KEYS[2..] the shared keys.
@@ -122,44 +171,11 @@ local oldiv = tonumber(v[3])
 if tat and oldiv and oldiv ~= iv then tat = tat - oldiv + iv end
 if tat and tat > slot then slot = tat end
 
-local function bucketKey(i, w, b) return KEYS[i] .. ':b:' .. fmt(w) .. ':' .. fmt(b) end
--- floor(t / w), exact even where the float quotient rounds up to an integer.
-local function bucketOf(t, w)
-  local b = math.floor(t / w)
-  if b * w > t then b = b - 1 elseif (b + 1) * w <= t then b = b + 1 end
-  return b
-end
-
--- Walk the shared keys round-robin until n-1 in a row have room at slot;
--- a full bucket moves slot to the start of the next bucket of that key.
-local maxScan = tonumber(ARGV[3])
-local scanned, i, clear = 0, 2, 0
-local bucket = {}
-while clear < n - 1 do
-  local w, c = tonumber(ARGV[2 * i + 1]), tonumber(ARGV[2 * i + 2])
-  local b = bucketOf(slot, w)
-  local cnt = tonumber(redis.call('GET', bucketKey(i, w, b))) or 0
-  if cnt >= c then
-    scanned = scanned + 1
-    if scanned > maxScan then
-      return redis.error_reply('ERR ' .. KEYS[i] .. ' still full after stepping over ' .. fmt(maxScan) .. ' buckets')
-    end
-    slot = (b + 1) * w
-    clear = 0
-  else
-    bucket[i] = b
-    clear = clear + 1
-  end
-  i = i + 1
-  if i > n then i = 2 end
-end
-
-for j = 2, n do
-  local w = tonumber(ARGV[2 * j + 1])
-  local k = bucketKey(j, w, bucket[j])
-  redis.call('INCR', k)
-  redis.call('PEXPIREAT', k, math.ceil((bucket[j] + 1) * w / 1000) + tonumber(ARGV[1]))
-end
+local width = function(i) return tonumber(ARGV[2 * i + 1]) end
+local bucket
+slot, bucket = fit(slot, 'b', width, function(i) return tonumber(ARGV[2 * i + 2]) end)
+if not slot then return redis.error_reply(bucket) end
+take('b', bucket, width)
 
 local ntat = slot + iv
 redis.call('HSET', own, 'tat', fmt(ntat), 'iv', fmt(iv))
@@ -170,14 +186,9 @@ keep(own, horizon)
 return slot
 `
 
-// acquireLua: ARGV = grace ms, maxWait µs, interval µs per key.
+// acquireLua: ARGV = grace ms, maxWait µs, scan bound, interval µs per key.
 // Returns {at µs, 1 if booked else 0}.
 const acquireLua = luaPrelude + `
-local function bucketOf(t, w)
-  local b = math.floor(t / w)
-  if b * w > t then b = b - 1 elseif (b + 1) * w <= t then b = b + 1 end
-  return b
-end
 local at = now
 local own = KEYS[1]
 local ownIv = tonumber(ARGV[4])
@@ -186,30 +197,12 @@ local ownTat = tonumber(ov[1]) or 0
 local last = tonumber(ov[2])
 if last and last + ownIv > at then at = last + ownIv end
 
--- Shared keys: the send must fall in a free cell of each; a taken cell moves
--- the send to the start of the next cell of that key, and every key is
--- checked again.
-local n = #KEYS
-local maxScan = tonumber(ARGV[3])
-local scanned, i, clear = 0, 2, 0
-local cell = {}
-while clear < n - 1 do
-  local iv = tonumber(ARGV[i + 3])
-  local c = bucketOf(at, iv)
-  if redis.call('ZSCORE', KEYS[i] .. ':cells', fmt(c)) then
-    scanned = scanned + 1
-    if scanned > maxScan then
-      return redis.error_reply('ERR ' .. KEYS[i] .. ' has no free send cell within ' .. fmt(maxScan) .. ' cells')
-    end
-    at = (c + 1) * iv
-    clear = 0
-  else
-    cell[i] = c
-    clear = clear + 1
-  end
-  i = i + 1
-  if i > n then i = 2 end
-end
+-- Shared keys: one send per cell, a cell being a bucket one interval wide
+-- holding one; kept apart from the schedule's buckets as book 'g'.
+local width = function(i) return tonumber(ARGV[i + 3]) end
+local cell
+at, cell = fit(at, 'g', width, function() return 1 end)
+if not at then return redis.error_reply(cell) end
 if at - now > tonumber(ARGV[2]) then
   return {at, 0}
 end
@@ -217,14 +210,7 @@ redis.call('HSET', own, 'last', fmt(at))
 local horizon = at + ownIv
 if ownTat > horizon then horizon = ownTat end
 keep(own, horizon)
-for j = 2, n do
-  local iv = tonumber(ARGV[j + 3])
-  local ck = KEYS[j] .. ':cells'
-  redis.call('ZADD', ck, cell[j], fmt(cell[j]))
-  -- Cells that ended before now can never be taken again.
-  redis.call('ZREMRANGEBYSCORE', ck, '-inf', '(' .. fmt(bucketOf(now, iv)))
-  keep(ck, (cell[j] + 1) * iv)
-end
+take('g', cell, width)
 return {at, 1}
 `
 
