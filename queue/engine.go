@@ -53,8 +53,9 @@ type Options struct {
 	// SuppressionTTL is how long a 5.1.x reply suppresses an address
 	// (default 720h).
 	SuppressionTTL time.Duration
-	// PollInterval is how often due tasks are moved to pending and
-	// cool-down pauses are checked (default 1s and 30s respectively).
+	// ForwardInterval is how often asynq moves due tasks to pending
+	// (default 1s); PauseCheck how often ended cool-down pauses are lifted
+	// (default 30s).
 	ForwardInterval time.Duration
 	PauseCheck      time.Duration
 }
